@@ -1,0 +1,47 @@
+"""The storage primitives a store needs, and nothing more.
+
+Both backends (local directory, S3-compatible) offer the same few
+operations on keys like `name/v3/manifest.json`; everything else — version
+numbering, aliases, verification — is written once in `store.py` on top.
+The two primitives that make concurrency safe:
+
+- `create(key, data)`: write only if the key does not exist, all or nothing
+  (exclusive link locally, `If-None-Match: *` on S3);
+- `replace_if(key, data, token)`: compare-and-swap against the token
+  `read_versioned` returned (a content hash under a lock file locally, the
+  ETag with `If-Match` on S3).
+"""
+
+from abc import ABC, abstractmethod
+
+
+class Backend(ABC):
+    url: str
+
+    @abstractmethod
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None if it does not exist."""
+
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        """(bytes, token) for a later `replace_if`; (None, None) if absent."""
+
+    @abstractmethod
+    def write(self, key: str, data: bytes) -> None:
+        """Write or overwrite, atomically: readers see the old or the new bytes."""
+
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write only if absent; False if the key already exists."""
+
+    @abstractmethod
+    def replace_if(self, key: str, data: bytes, token: str | None) -> bool:
+        """Write if the object is still what `token` saw (None: still absent)."""
+
+    @abstractmethod
+    def children(self, prefix: str) -> list[str]:
+        """Names one level below `prefix` (folders and objects)."""
+
+    @abstractmethod
+    def delete_tree(self, prefix: str) -> None:
+        """Remove every object under `prefix`."""

@@ -1,0 +1,135 @@
+"""`loraplex adapters ...`: publish, inspect and manage the store from a shell.
+
+A thin layer: each command parses, calls one `Store` method, prints. Errors
+print one line on stderr and exit 1; `--json` prints machine-readable output.
+"""
+
+import json
+from pathlib import Path
+
+import typer
+
+from loraplex.adapters.errors import AdapterError
+from loraplex.adapters.store import Store, open_store
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+
+STORE = typer.Option(None, "--store", help="Store URL [env LORAPLEX_STORE].")
+JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _run(store_url: str | None, action):
+    try:
+        return action(open_store(store_url))
+    except AdapterError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _print(data, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+@app.command()
+def push(
+    src_dir: Path = typer.Argument(..., help="A PEFT LoRA adapter directory."),
+    name: str = typer.Option(..., "--name", help="Adapter name."),
+    alias: list[str] = typer.Option([], "--alias", help="Alias to move to the new version."),
+    base_model: Path = typer.Option(None, "--base-model", help="Check against this base."),
+    description: str = typer.Option(None, "--description"),
+    max_rank: int = typer.Option(16, "--max-rank", help="The server's --max-lora-rank."),
+    store: str = STORE,
+    as_json: bool = JSON,
+) -> None:
+    """Validate and publish DIR as the next version of NAME."""
+
+    def action(s: Store):
+        return s.publish(
+            src_dir,
+            name,
+            aliases=alias,
+            base_model=base_model,
+            description=description,
+            max_rank=max_rank,
+        )
+
+    manifest = _run(store, action)
+    _print(manifest.model_dump(mode="json"), as_json, f"published {manifest.ref}")
+
+
+@app.command("list")
+def list_adapters(store: str = STORE, as_json: bool = JSON) -> None:
+    """List adapters with their versions and aliases."""
+
+    def action(s: Store):
+        return [
+            {"name": n, "versions": s.list_versions(n), "aliases": s.aliases(n)}
+            for n in s.list_names()
+        ]
+
+    rows = _run(store, action)
+    lines = [
+        f"{r['name']:<24} versions {','.join(map(str, r['versions']))}  "
+        + " ".join(f"{a}→{v}" for a, v in sorted(r["aliases"].items()))
+        for r in rows
+    ]
+    _print(rows, as_json, "\n".join(lines) or "(no adapters)")
+
+
+@app.command()
+def show(ref: str = typer.Argument(...), store: str = STORE, as_json: bool = JSON) -> None:
+    """Show the manifest of REF (name, name@N or name:alias)."""
+    manifest = _run(store, lambda s: s.resolve(ref))
+    data = manifest.model_dump(mode="json")
+    _print(data, as_json, json.dumps(data, indent=2))
+
+
+@app.command()
+def alias(
+    name: str = typer.Argument(...),
+    alias: str = typer.Argument(...),
+    version: int = typer.Argument(...),
+    store: str = STORE,
+    as_json: bool = JSON,
+) -> None:
+    """Point NAME:ALIAS at VERSION."""
+    _run(store, lambda s: s.set_alias(name, alias, version))
+    _print(
+        {"name": name, "alias": alias, "version": version}, as_json, f"{name}:{alias} → {version}"
+    )
+
+
+@app.command()
+def rm(
+    ref: str = typer.Argument(...),
+    force: bool = typer.Option(False, "--force", help="Delete even if an alias points at it."),
+    store: str = STORE,
+    as_json: bool = JSON,
+) -> None:
+    """Delete a version."""
+    _run(store, lambda s: s.delete(ref, force=force))
+    _print({"deleted": ref}, as_json, f"deleted {ref}")
+
+
+@app.command()
+def pull(
+    ref: str = typer.Argument(...),
+    out_dir: Path = typer.Argument(...),
+    store: str = STORE,
+    as_json: bool = JSON,
+) -> None:
+    """Write a verified copy of REF's adapter files to DIR."""
+    manifest = _run(store, lambda s: s.pull(ref, out_dir))
+    _print({"pulled": manifest.ref, "dir": str(out_dir)}, as_json, f"{manifest.ref} → {out_dir}")
+
+
+@app.command()
+def verify(
+    ref: str = typer.Argument(...),
+    base_model: Path = typer.Option(None, "--base-model", help="Also check against this base."),
+    store: str = STORE,
+    as_json: bool = JSON,
+) -> None:
+    """Check every hash of REF and that it can be served."""
+    manifest = _run(store, lambda s: s.verify(ref, base_model=base_model))
+    _print({"verified": manifest.ref}, as_json, f"{manifest.ref}: ok")

@@ -1,0 +1,127 @@
+"""Run vLLM's OpenAI server in-process with loraplex's extensions.
+
+This mirrors vLLM's own `build_and_serve` (vllm/entrypoints/launchers/
+api_server/entry.py) and adds loraplex between building the app and
+serving it: the store-backed resolver, the routing middleware, the model
+list and admin routes. vLLM's handlers serve every OpenAI request.
+"""
+
+import asyncio
+import logging
+import os
+from argparse import Namespace
+
+from fastapi import FastAPI
+
+from loraplex import __version__
+from loraplex.serve.engine_args import parse_vllm_args, vllm_argv
+from loraplex.serve.gateway import Gateway, refresh_in_background
+from loraplex.serve.index import watch
+from loraplex.serve.instrument import RequestMetricsMiddleware, instrument_engine
+from loraplex.serve.resolver import StoreLoRAResolver, install_resolver
+from loraplex.serve.routes import router as loraplex_routes
+from loraplex.serve.routing import RoutingMiddleware
+from loraplex.serve.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+# vLLM routes that load adapters from arbitrary paths (its own and SageMaker's),
+# that let any client rescale the cluster or abort others' requests, or that
+# the gateway replaces with its own.
+_REMOVED_ROUTES = {
+    "/v1/load_lora_adapter",
+    "/v1/unload_lora_adapter",
+    "/adapters",
+    "/adapters/{adapter_name}",
+    "/scale_elastic_ep",
+    "/is_scaling_elastic_ep",
+    "/inference/v1/abort_requests",
+    "/v1/models",
+}
+
+
+def prepare_environment(settings: ServeSettings) -> None:
+    """Environment that vLLM and its engine processes read at start."""
+    # vLLM consults LoRA resolvers only with runtime LoRA updating on; the
+    # arbitrary-path load routes it also adds are removed in `extend_app`.
+    os.environ["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"
+    os.environ["LORAPLEX_CPU_LORA_OPS"] = settings.cpu_lora_ops
+    for var in ("VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_LORA_RESOLVER_HF_REPO_LIST"):
+        os.environ.pop(var, None)
+
+
+def extend_app(app: FastAPI, gateway: Gateway) -> None:
+    app.router.routes = [
+        r for r in app.router.routes if getattr(r, "path", None) not in _REMOVED_ROUTES
+    ]
+    app.include_router(loraplex_routes)
+    # Starlette runs the middleware added last first: metrics see routing's errors.
+    app.add_middleware(RoutingMiddleware, router=gateway.router)
+    app.add_middleware(RequestMetricsMiddleware, metrics=gateway.metrics)
+    app.state.loraplex = gateway
+
+
+def record_build_info(gateway: Gateway) -> None:
+    import vllm
+
+    from loraplex.serve.cpu_lora_ops.plugin import active_cpu_lora_ops
+
+    settings = gateway.settings
+    gateway.metrics.build_info.info(
+        {
+            "version": __version__,
+            "vllm_version": vllm.__version__,
+            "base_model": gateway.base_name,
+            "quantization": settings.quantization,
+            "cpu_lora_ops": active_cpu_lora_ops(),
+        }
+    )
+
+
+async def serve(settings: ServeSettings, passthrough: list[str]) -> None:
+    prepare_environment(settings)
+    args = parse_vllm_args(vllm_argv(settings, passthrough))
+    await run(settings, args)
+
+
+async def run(settings: ServeSettings, args: Namespace) -> None:
+    import vllm.envs as envs
+    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+    from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
+    from vllm.entrypoints.launchers.app import build_app
+    from vllm.entrypoints.launchers.launcher import serve_http, setup_server
+    from vllm.v1.metrics.prometheus import get_prometheus_registry
+
+    gateway = Gateway.from_settings(settings, get_prometheus_registry())
+    await refresh_in_background(gateway)
+    listen_address, sock = setup_server(args, reuse_port=False)
+    async with build_async_engine_client(args) as engine_client:
+        install_resolver(StoreLoRAResolver(gateway.loader))
+        instrument_engine(engine_client, gateway.metrics)
+        record_build_info(gateway)
+        supported_tasks = await engine_client.get_supported_tasks()
+        app = build_app(args, supported_tasks, engine_client.model_config)
+        extend_app(app, gateway)
+        await init_app_state(engine_client, app.state, args, supported_tasks)
+        await gateway.preload(app.state)
+        interval = settings.effective_poll_interval(gateway.store.url)
+        background = [
+            asyncio.create_task(watch(gateway.index, interval)),
+            asyncio.create_task(gateway.track_engine(app.state, interval=2.0)),
+        ]
+        logger.info("loraplex gateway on %s (store %s)", listen_address, gateway.store.url)
+        shutdown_task = await serve_http(
+            app,
+            sock=sock,
+            host=args.host,
+            port=args.port,
+            log_level=args.uvicorn_log_level,
+            access_log=not args.disable_uvicorn_access_log,
+            timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
+        )
+        for task in background:
+            task.cancel()
+    try:
+        await shutdown_task
+    finally:
+        sock.close()

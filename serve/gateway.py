@@ -1,0 +1,128 @@
+"""The gateway's state: the store, its index, the local cache, the engine's
+adapters and the metrics about them.
+
+One object, built once at start from the settings and kept on
+`app.state.loraplex`; routes and middleware reach everything through it.
+"""
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Request
+from prometheus_client import CollectorRegistry
+from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+from vllm.lora.request import LoRARequest
+
+from loraplex.adapters import AdapterNotServable, Store, fingerprint_base_model, open_store
+from loraplex.serve.index import AdapterIndex, AdapterVersion
+from loraplex.serve.loader import AdapterLoader
+from loraplex.serve.metrics import GatewayMetrics, GatewayStateCollector
+from loraplex.serve.routing import AdapterRouter
+from loraplex.serve.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Gateway:
+    settings: ServeSettings
+    store: Store
+    index: AdapterIndex
+    loader: AdapterLoader
+    router: AdapterRouter
+    metrics: GatewayMetrics
+    # `name@N` of the versions loaded in the engine, refreshed by `track_engine`.
+    in_engine: set[str] = field(default_factory=set)
+
+    @property
+    def base_name(self) -> str:
+        return self.router.base_name
+
+    @classmethod
+    def from_settings(cls, settings: ServeSettings, registry: CollectorRegistry) -> "Gateway":
+        store = open_store(settings.store)
+        base = fingerprint_base_model(Path(settings.base_model))
+        metrics = GatewayMetrics(registry)
+        # One cache folder per store, so two stores' `name@N` never share a path.
+        store_key = hashlib.sha256(store.url.encode()).hexdigest()[:12]
+        loader = AdapterLoader(store, settings.cache_dir / store_key, base.fingerprint, metrics)
+        index = AdapterIndex(store)
+        router = AdapterRouter(settings.base_name(), index, loader, metrics.labels)
+        gateway = cls(settings, store, index, loader, router, metrics)
+        registry.register(
+            GatewayStateCollector(
+                gateway.adapter_counts, gateway.adapter_bytes, lambda: index.alias_moves
+            )
+        )
+        return gateway
+
+    def visible_names(self, request: Request) -> list[str]:
+        return self.index.names()
+
+    async def engine_lora_names(self, state) -> set[str]:
+        loaded_ids = await state.engine_client.list_loras()
+        requests = state.openai_serving_models.lora_requests
+        return {name for name, lora in requests.items() if lora.lora_int_id in loaded_ids}
+
+    async def track_engine(self, state, interval: float) -> None:
+        """Keep `in_engine` current for the metrics, which are read synchronously."""
+        while True:
+            self.in_engine = await self.engine_lora_names(state)
+            await asyncio.sleep(interval)
+
+    def state_of(self, adapter: AdapterVersion, in_engine: set[str]) -> str:
+        if adapter.lora_name in in_engine:
+            return "engine"
+        if self.loader.local_path(adapter) is not None:
+            return "cache"
+        return "store"
+
+    def adapter_counts(self) -> dict[str, int]:
+        return {
+            "store": len(self.index.names()),
+            "cache": len(self.loader.cached()),
+            "engine": len(self.in_engine),
+        }
+
+    def adapter_bytes(self) -> dict[str, int]:
+        cached = self.loader.cached()
+        return {
+            "cache": sum(self.loader.size_of(a) for a in cached),
+            "engine": sum(self.loader.size_of(a) for a in cached if a.lora_name in self.in_engine),
+        }
+
+    async def load_into_engine(self, state, adapter: AdapterVersion, *, pin: bool) -> LoRARequest:
+        """Load through vLLM's own resolver path, so a later request finds it loaded."""
+        result = await state.openai_serving_models.resolve_lora(adapter.lora_name)
+        if isinstance(result, ErrorResponse):
+            raise AdapterNotServable(f"{adapter.lora_name}: {result.error.message}")
+        if pin:
+            await state.engine_client.pin_lora(result.lora_int_id)
+        self.in_engine.add(adapter.lora_name)
+        return result
+
+    async def unload_from_engine(self, state, adapter: AdapterVersion) -> bool:
+        models = state.openai_serving_models
+        async with models.lora_resolver_lock[adapter.lora_name]:
+            lora = models.lora_requests.pop(adapter.lora_name, None)
+            if lora is None:
+                return False
+            await state.engine_client.remove_lora(lora.lora_int_id)
+            self.in_engine.discard(adapter.lora_name)
+            return True
+
+    async def preload(self, state) -> None:
+        for ref in self.settings.preload:
+            adapter = await self.router.route(ref)
+            await self.load_into_engine(state, adapter, pin=True)
+            logger.info("preloaded %s", adapter.lora_name)
+
+
+async def refresh_in_background(gateway: Gateway) -> None:
+    try:
+        await asyncio.to_thread(gateway.index.refresh)
+    except Exception as exc:  # the watcher keeps trying; serving starts regardless
+        logger.warning("first read of the adapter store failed: %s", exc)

@@ -1,0 +1,106 @@
+"""The gateway's view of the adapter store: names and their aliases.
+
+Requests name adapters as `name`, `name:alias` or `name@N`; the index turns
+each into an immutable `name@N` (DESIGN.md decision 2). It is refreshed by a
+poller (`watch`) and, for a name it has never seen, read through from the
+store, so a freshly published adapter answers on its first request.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from loraplex.adapters import AdapterNotFound, AdapterRef, Store, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    name: str
+    version: int
+
+    @property
+    def lora_name(self) -> str:
+        """The name vLLM holds this version under: never reused for other weights."""
+        return f"{self.name}@{self.version}"
+
+
+class AdapterIndex:
+    def __init__(self, store: Store, *, miss_ttl: float = 1.0) -> None:
+        self.store = store
+        self._aliases: dict[str, dict[str, int]] = {}
+        self._known_versions: set[AdapterVersion] = set()
+        # A name the store lacked is not re-read for `miss_ttl` seconds, so a
+        # client sending random names cannot turn each request into store I/O.
+        self._misses: dict[str, float] = {}
+        self._miss_ttl = miss_ttl
+        self.alias_moves = 0
+        self.store_reachable = True
+
+    def names(self) -> list[str]:
+        return sorted(self._aliases)
+
+    def aliases(self, name: str) -> dict[str, int]:
+        return dict(self._aliases.get(name, {}))
+
+    def refresh(self) -> None:
+        """Re-read every name's aliases from the store (blocking I/O)."""
+        try:
+            fresh = {name: self.store.aliases(name) for name in self.store.list_names()}
+        except StoreUnavailable:
+            self.store_reachable = False
+            raise
+        self.store_reachable = True
+        for name, aliases in fresh.items():
+            old = self._aliases.get(name, {})
+            self.alias_moves += sum(1 for a, v in aliases.items() if a in old and old[a] != v)
+        self._aliases = fresh
+        self._misses.clear()
+
+    def resolve(self, ref: AdapterRef) -> AdapterVersion:
+        """`name`, `name:alias` or `name@N` → the version it means now (blocking I/O on a miss)."""
+        if ref.version is not None:
+            pinned = AdapterVersion(ref.name, ref.version)
+            if pinned not in self._known_versions:
+                self.store.resolve(ref)  # raises AdapterNotFound for a missing version
+                self._known_versions.add(pinned)  # versions are immutable: safe to remember
+            return pinned
+        alias = ref.alias or LATEST
+        version = self._aliases.get(ref.name, {}).get(alias)
+        if version is None:
+            version = self._read_through(ref.name).get(alias)
+        if version is None:
+            raise AdapterNotFound(f"adapter '{ref}' does not exist in the store")
+        return AdapterVersion(ref.name, version)
+
+    def _read_through(self, name: str) -> dict[str, int]:
+        if time.monotonic() - self._misses.get(name, -1e9) < self._miss_ttl:
+            return {}
+        aliases = self.store.aliases(name)
+        if aliases:
+            self._aliases[name] = aliases
+        else:
+            self._misses[name] = time.monotonic()
+        return aliases
+
+
+async def watch(index: AdapterIndex, interval: float) -> None:
+    """Poll the store forever; a store outage keeps the last view and is logged once."""
+    was_reachable = True
+    while True:
+        try:
+            await asyncio.to_thread(index.refresh)
+            if not was_reachable:
+                logger.info("adapter store %s is reachable again", index.store.url)
+            was_reachable = True
+        except StoreUnavailable as exc:
+            if was_reachable:
+                logger.warning("adapter store unreachable, serving from cache: %s", exc)
+            was_reachable = False
+        except Exception:  # keep watching whatever one poll hit
+            logger.exception("adapter store poll failed")
+        await asyncio.sleep(interval)

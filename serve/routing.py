@@ -1,0 +1,140 @@
+"""Per-request routing by the `model` field, as ASGI middleware.
+
+Contract: for every JSON POST whose `model` names an adapter (`name`,
+`name:alias`, `name@N`), the middleware resolves it to an immutable
+`name@N`, makes sure that version is fetched and verified locally, rewrites
+`model` in the body, and lets vLLM's own handler serve the request; the
+response carries `x-loraplex-adapter: name@N`. A request for the base (or
+with no `model`) passes through untouched. Errors of the store become
+OpenAI error objects here (serve/errors.py), before vLLM sees the request.
+It is pure ASGI (not BaseHTTPMiddleware) so streaming and client
+disconnects reach vLLM unchanged.
+"""
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loraplex.adapters import (
+    AdapterError,
+    AdapterNotFound,
+    AdapterRef,
+    InvalidReference,
+    StoreUnavailable,
+)
+from loraplex.serve.errors import adapter_error_response
+from loraplex.serve.index import AdapterIndex, AdapterVersion
+from loraplex.serve.instrument import ADAPTER_LABEL_KEY
+from loraplex.serve.loader import AdapterLoader
+from loraplex.serve.metrics import BASE, UNKNOWN, AdapterLabels
+
+ADAPTER_HEADER = b"x-loraplex-adapter"
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class AdapterRouter:
+    """Turns a request's `model` into the adapter version that will answer it."""
+
+    def __init__(
+        self, base_name: str, index: AdapterIndex, loader: AdapterLoader, labels: AdapterLabels
+    ) -> None:
+        self.base_name = base_name
+        self.index = index
+        self.loader = loader
+        self.labels = labels
+
+    def is_base(self, model: str | None) -> bool:
+        return not model or model == self.base_name
+
+    async def route(self, model: str) -> AdapterVersion:
+        ref = AdapterRef.parse(model)
+        adapter = await asyncio.to_thread(self.index.resolve, ref)
+        await self.loader.ensure_local(adapter)
+        return adapter
+
+
+class RoutingMiddleware:
+    def __init__(self, app: Callable, router: AdapterRouter) -> None:
+        self.app = app
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        body = await read_body(receive)
+        payload = _json_object(body)
+        model = payload.get("model") if payload is not None else None
+        if not isinstance(model, str) or self.router.is_base(model):
+            state[ADAPTER_LABEL_KEY] = BASE
+            return await self.app(scope, replay(body, receive), send)
+        try:
+            adapter = await self.router.route(model)
+        except AdapterError as exc:
+            state[ADAPTER_LABEL_KEY] = self._error_label(model, exc)
+            return await adapter_error_response(exc)(scope, receive, send)
+        state[ADAPTER_LABEL_KEY] = self.router.labels.for_adapter(adapter.name)
+        payload["model"] = adapter.lora_name
+        body = json.dumps(payload).encode()
+        scope = {**scope, "headers": _with_content_length(scope["headers"], len(body))}
+        await self.app(scope, replay(body, receive), _tag_response(send, adapter.lora_name))
+
+    def _error_label(self, model: str, exc: AdapterError) -> str:
+        if isinstance(exc, (InvalidReference, AdapterNotFound, StoreUnavailable)):
+            return UNKNOWN  # a client-chosen string never becomes a label value
+        return self.router.labels.for_adapter(AdapterRef.parse(model).name)
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that yields the (possibly rewritten) body once, then the real
+    channel, so vLLM still sees the client's disconnect."""
+    sent = False
+
+    async def _receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return _receive
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None  # not ours to judge: vLLM answers a bad body with its own 400
+    return payload if isinstance(payload, dict) else None
+
+
+def _with_content_length(headers: list[tuple[bytes, bytes]], length: int) -> list:
+    kept = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+    return [*kept, (b"content-length", str(length).encode())]
+
+
+def _tag_response(send: Send, lora_name: str) -> Send:
+    async def _send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            headers.append((ADAPTER_HEADER, lora_name.encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return _send

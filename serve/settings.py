@@ -1,0 +1,69 @@
+"""Gateway settings: one typed object, read once at start.
+
+Every field can be set by a `LORAPLEX_<FIELD>` environment variable; the
+command line overrides the environment (flags are passed as init values,
+which pydantic-settings ranks above the environment).
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# vLLM's LoRA rank slots (vllm.config.lora.MaxLoRARanks).
+VLLM_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LORAPLEX_", extra="forbid")
+
+    base_model: str = Field(
+        default="smollm2-135m-instruct",
+        description="Base model: a Hugging Face model directory or a name `loraplex make-model` "
+        "knows (prepared once into the cache).",
+    )
+    store: str | None = Field(
+        default=None, description="Adapter store URL (file:// path or s3://bucket/prefix)."
+    )
+    cache_dir: Path = Field(
+        default=Path(".loraplex/cache"),
+        description="Where fetched and verified adapters are kept on local disk.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    served_model_name: str | None = Field(
+        default=None, description="Name clients use for the base model (default: its folder)."
+    )
+    quantization: str = Field(
+        default="bitsandbytes",
+        description="bitsandbytes (4-bit NF4), none (bf16/fp32), or any vLLM method.",
+    )
+    max_loras: int = Field(default=8, ge=1, description="Adapters in one batch (GPU slots).")
+    max_lora_rank: int = Field(default=16, description="Largest adapter rank served.")
+    max_cpu_loras: int = Field(default=64, ge=1, description="Adapters kept in host memory.")
+    preload: list[str] = Field(default_factory=list, description="Adapters loaded at start.")
+    poll_interval: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds between store polls (default 0.5 for a local store, 2 for S3).",
+    )
+    cpu_lora_ops: Literal["loraplex", "vllm"] = Field(
+        default="loraplex", description="LoRA ops on the CPU platform (no effect on CUDA)."
+    )
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _rank_is_a_vllm_slot(cls, rank: int) -> int:
+        if rank not in VLLM_RANK_SLOTS:
+            slots = ", ".join(map(str, VLLM_RANK_SLOTS))
+            raise ValueError(f"max_lora_rank {rank} is not a vLLM rank slot; use one of {slots}")
+        return rank
+
+    def effective_poll_interval(self, store_url: str) -> float:
+        if self.poll_interval is not None:
+            return self.poll_interval
+        return 2.0 if store_url.startswith("s3://") else 0.5
+
+    def base_name(self) -> str:
+        return self.served_model_name or Path(self.base_model).name or "base"

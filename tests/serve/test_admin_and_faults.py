@@ -1,0 +1,91 @@
+"""Adapter administration routes, and adapters the gateway must refuse while
+it keeps serving everything else."""
+
+import asyncio
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+import openai
+import pytest
+
+from tests.fixtures.models import make_random_lora
+
+pytestmark = pytest.mark.engine
+
+PROMPT = [{"role": "user", "content": "Hello there."}]
+
+
+def ask(client, model: str):
+    return client.chat.completions.create(model=model, messages=PROMPT, max_tokens=4)
+
+
+def versions_by_state(http, name: str) -> dict[int, str]:
+    entry = next(a for a in http.get("/v1/adapters").json()["data"] if a["name"] == name)
+    return {v["version"]: v["state"] for v in entry["versions"]}
+
+
+def local_root(store_url: str) -> Path:
+    return Path(urlparse(store_url).path)
+
+
+def test_admin_load_puts_an_adapter_in_the_engine_and_unload_takes_it_out(
+    http, served_store, tiny_model_dir, tmp_path
+):
+    served_store.store.publish(make_random_lora(tiny_model_dir, tmp_path / "a", seed=51), "admin")
+    http.post("/v1/adapters/refresh").raise_for_status()
+    assert versions_by_state(http, "admin") == {1: "store"}
+    loaded = http.post("/v1/adapters/admin/load")
+    assert loaded.status_code == 200, loaded.text
+    assert loaded.json()["adapter"] == "admin@1"
+    assert versions_by_state(http, "admin") == {1: "engine"}
+    assert http.post("/v1/adapters/admin@1/unload").json()["unloaded"] is True
+    assert versions_by_state(http, "admin") == {1: "cache"}
+
+
+def test_admin_load_of_an_unknown_adapter_is_a_404(http):
+    response = http.post("/v1/adapters/nothing-here/load")
+    assert response.status_code == 404
+    assert response.json()["error"]["message"]
+
+
+async def test_many_first_requests_fetch_an_adapter_once(
+    async_client, gateway, served_store, tiny_model_dir, tmp_path
+):
+    served_store.store.publish(make_random_lora(tiny_model_dir, tmp_path / "c", seed=52), "crowd")
+    await asyncio.gather(
+        *(
+            async_client.chat.completions.create(model="crowd", messages=PROMPT, max_tokens=2)
+            for _ in range(16)
+        )
+    )
+    assert gateway.tail(lines=100_000).count("fetched crowd@1") == 1
+
+
+def test_tampered_adapter_is_refused_by_name_and_others_keep_serving(
+    client, served_store, tiny_model_dir, tmp_path
+):
+    store = served_store.store
+    store.publish(make_random_lora(tiny_model_dir, tmp_path / "t", seed=53), "tampered")
+    weights = local_root(store.url) / "tampered" / "v1" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(openai.APIStatusError) as err:
+        ask(client, "tampered")
+    assert 400 <= err.value.status_code < 500
+    assert "adapter_model.safetensors" in err.value.body["message"]
+    assert ask(client, "alpha").choices[0].message.content is not None
+
+
+def test_adapter_for_another_base_is_refused(client, served_store, tiny_model_dir, tmp_path):
+    store = served_store.store
+    store.publish(make_random_lora(tiny_model_dir, tmp_path / "o", seed=54), "otherbase")
+    manifest_path = local_root(store.url) / "otherbase" / "v1" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["base"]["fingerprint"] = "0" * 64  # as if trained on another model
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(client, "otherbase")
+    assert "trained for base model" in err.value.body["message"]
+    assert ask(client, "beta").choices[0].message.content is not None

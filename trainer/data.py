@@ -1,0 +1,210 @@
+"""Training data: JSONL files in three formats, validated record by record.
+
+Every format becomes the same value, a `Conversation` of system/user/
+assistant messages, so one renderer (render.py) applies the base model's own
+chat template to all of them:
+
+- chat (OpenAI's fine-tuning format): `{"messages": [{"role", "content",
+  "weight"?}, ...]}`; an assistant message with `"weight": 0` is shown to the
+  model but not trained on.
+- prompt-completion: `{"prompt": ..., "completion": ...}` → user, assistant.
+- alpaca: `{"instruction", "input"?, "output"}` → user (instruction, then
+  input), assistant (output).
+
+A bad record never stops the reading: it becomes a `Problem` ("file:line:
+reason") and the rest is kept; the recipe decides what to do with them.
+"""
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loraplex.trainer.errors import DataError
+
+ROLES = ("system", "user", "assistant")
+UNSUPPORTED_RECORD_KEYS = ("tools", "functions")
+UNSUPPORTED_MESSAGE_KEYS = ("tool_calls", "function_call", "tool_call_id")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+    trained: bool = False  # only assistant messages are ever trained
+
+    def as_template_input(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Conversation:
+    messages: tuple[Message, ...]
+    source: str  # "file:line", for every message about this record
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.reason}"
+
+
+@dataclass
+class DataFile:
+    """One JSONL file, read and validated."""
+
+    path: Path
+    format: str
+    sha256: str
+    records: int = 0
+    conversations: list[Conversation] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+class RecordError(ValueError):
+    """Why one record is unusable; becomes a `Problem` with its file:line."""
+
+
+def parse_chat(record: dict[str, Any]) -> tuple[Message, ...]:
+    for key in UNSUPPORTED_RECORD_KEYS:
+        if key in record:
+            raise RecordError(f"'{key}' is not supported (no tool calling)")
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RecordError("'messages' must be a non-empty list")
+    parsed = tuple(_parse_message(i, m) for i, m in enumerate(messages, start=1))
+    if any(m.role == "system" for m in parsed[1:]):
+        raise RecordError("a system message may only come first")
+    if not any(m.role == "assistant" for m in parsed):
+        raise RecordError("no assistant message")
+    if not any(m.trained for m in parsed):
+        raise RecordError("every assistant message has weight 0: nothing to train on")
+    return parsed
+
+
+def _parse_message(index: int, message: Any) -> Message:
+    where = f"message {index}"
+    if not isinstance(message, dict):
+        raise RecordError(f"{where} is not an object")
+    role = message.get("role")
+    if role not in ROLES:
+        raise RecordError(f"{where} has role {role!r}; expected one of {', '.join(ROLES)}")
+    for key in UNSUPPORTED_MESSAGE_KEYS:
+        if key in message:
+            raise RecordError(f"{where} has '{key}': tool calls are not supported")
+    content = message.get("content")
+    if not isinstance(content, str):
+        raise RecordError(f"{where} ({role}) content must be a string")
+    weight = message.get("weight", 1)
+    if "weight" in message and role != "assistant":
+        raise RecordError(f"{where} ({role}) has a weight; only assistant messages take one")
+    if weight not in (0, 1) or isinstance(weight, bool):
+        raise RecordError(f"{where} has weight {weight!r}; expected 0 or 1")
+    if role == "assistant" and not content.strip():
+        raise RecordError(f"{where} is an empty assistant answer")
+    return Message(role, content, trained=role == "assistant" and weight == 1)
+
+
+def parse_prompt_completion(record: dict[str, Any]) -> tuple[Message, ...]:
+    prompt, completion = _text(record, "prompt"), _text(record, "completion")
+    if not completion.strip():
+        raise RecordError("empty completion")
+    return (Message("user", prompt), Message("assistant", completion, trained=True))
+
+
+def parse_alpaca(record: dict[str, Any]) -> tuple[Message, ...]:
+    instruction, output = _text(record, "instruction"), _text(record, "output")
+    extra = _text(record, "input", required=False)
+    if not instruction.strip():
+        raise RecordError("empty instruction")
+    if not output.strip():
+        raise RecordError("empty output")
+    prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return (Message("user", prompt), Message("assistant", output, trained=True))
+
+
+def _text(record: dict[str, Any], key: str, required: bool = True) -> str:
+    if key not in record:
+        if required:
+            raise RecordError(f"missing field '{key}'")
+        return ""
+    if not isinstance(record[key], str):
+        raise RecordError(f"field '{key}' must be a string")
+    return record[key]
+
+
+PARSERS: dict[str, Callable[[dict[str, Any]], tuple[Message, ...]]] = {
+    "chat": parse_chat,
+    "prompt-completion": parse_prompt_completion,
+    "alpaca": parse_alpaca,
+}
+
+
+def detect_format(record: dict[str, Any]) -> str | None:
+    if "messages" in record:
+        return "chat"
+    if "prompt" in record and "completion" in record:
+        return "prompt-completion"
+    if "instruction" in record and "output" in record:
+        return "alpaca"
+    return None
+
+
+def read_data_file(path: Path, fmt: str = "auto") -> DataFile:
+    """Read and validate one JSONL file; bad records become `problems`."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    result = DataFile(path=path, format=fmt, sha256=hashlib.sha256(raw).hexdigest())
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text: {exc}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        result.records += 1
+        source = f"{path}:{number}"
+        try:
+            record = _json_object(line)
+            if result.format == "auto":
+                result.format = _detected(record, path)
+            messages = PARSERS[result.format](record)
+        except RecordError as exc:
+            result.problems.append(Problem(source, str(exc)))
+            continue
+        result.conversations.append(Conversation(messages, source))
+    return result
+
+
+def _json_object(line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _detected(record: dict[str, Any], path: Path) -> str:
+    fmt = detect_format(record)
+    if fmt is None:
+        keys = ", ".join(sorted(record)) or "none"
+        raise DataError(
+            f"cannot tell the format of {path} from its first record (keys: {keys}); "
+            "expected 'messages', 'prompt'+'completion' or 'instruction'+'output', "
+            "or name it with --format"
+        )
+    return fmt
+
+
+def read_data_files(paths: list[Path], fmt: str = "auto") -> list[DataFile]:
+    return [read_data_file(p, fmt) for p in paths]
