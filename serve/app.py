@@ -12,6 +12,7 @@ import os
 from argparse import Namespace
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from loraplex import __version__
 from loraplex.serve.engine_args import parse_vllm_args, vllm_argv
@@ -48,6 +49,11 @@ def prepare_environment(settings: ServeSettings) -> None:
     os.environ["LORAPLEX_CPU_LORA_OPS"] = settings.cpu_lora_ops
     for var in ("VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_LORA_RESOLVER_HF_REPO_LIST"):
         os.environ.pop(var, None)
+    # An explicit plugin list must keep 4-bit loading and loraplex's CPU ops.
+    if plugins := os.environ.get("VLLM_PLUGINS"):
+        needed = ["bitsandbytes", "loraplex_cpu_lora_ops"]
+        names = [p for p in plugins.split(",") if p]
+        os.environ["VLLM_PLUGINS"] = ",".join(names + [n for n in needed if n not in names])
 
 
 def extend_app(app: FastAPI, gateway: Gateway) -> None:
@@ -55,9 +61,14 @@ def extend_app(app: FastAPI, gateway: Gateway) -> None:
         r for r in app.router.routes if getattr(r, "path", None) not in _REMOVED_ROUTES
     ]
     app.include_router(loraplex_routes)
-    # Starlette runs the middleware added last first: metrics see routing's errors.
-    app.add_middleware(RoutingMiddleware, router=gateway.router)
-    app.add_middleware(RequestMetricsMiddleware, metrics=gateway.metrics)
+    # Outermost first: metrics see routing's errors; both run before vLLM's
+    # own middleware. build_app has already built the middleware stack (the
+    # SageMaker bootstrap does), so insert and rebuild as that bootstrap does.
+    app.user_middleware[:0] = [
+        Middleware(RequestMetricsMiddleware, metrics=gateway.metrics),
+        Middleware(RoutingMiddleware, router=gateway.router),
+    ]
+    app.middleware_stack = app.build_middleware_stack()
     app.state.loraplex = gateway
 
 

@@ -33,9 +33,16 @@ async def list_models(request: Request) -> JSONResponse:
     gateway = _gateway(request)
     base = gateway.base_name
     max_len = request.app.state.engine_client.model_config.max_model_len
-    cards = [ModelCard(id=base, root=base, max_model_len=max_len, permission=[ModelPermission()])]
+    cards = [
+        ModelCard(
+            id=base, root=base, owned_by="loraplex", max_model_len=max_len,
+            permission=[ModelPermission()],
+        )
+    ]  # fmt: skip
     cards += [
-        ModelCard(id=name, root=name, parent=base, permission=[ModelPermission()])
+        ModelCard(
+            id=name, root=name, parent=base, owned_by="loraplex", permission=[ModelPermission()]
+        )
         for name in gateway.visible_names(request)
     ]
     return JSONResponse(ModelList(data=cards).model_dump())

@@ -1,0 +1,133 @@
+"""`loraplex train`: the trainer's command line.
+
+A thin layer: flags become dotted overrides of the YAML config
+(config.py), the base model name is resolved (loraplex.base_models), and
+`train.train` runs. Only typer is imported at load time; torch and
+transformers load inside the command. A user's mistake is one line on
+stderr and exit status 1, never a traceback.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+# flag name → dotted setting it overrides
+FLAG_SETTINGS = {
+    "base_model": "base_model",
+    "method": "method",
+    "data": "data.train",
+    "eval_data": "data.eval",
+    "eval_fraction": "data.eval_fraction",
+    "format": "data.format",
+    "max_length": "data.max_length",
+    "too_long": "data.too_long",
+    "packing": "data.packing",
+    "lora_r": "lora.r",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "target_modules": "lora.target_modules",
+    "rslora": "lora.use_rslora",
+    "epochs": "training.epochs",
+    "batch_size": "training.batch_size",
+    "grad_accum": "training.grad_accum",
+    "lr": "training.learning_rate",
+    "lr_scheduler": "training.lr_scheduler",
+    "warmup_ratio": "training.warmup_ratio",
+    "seed": "training.seed",
+    "gradient_checkpointing": "training.gradient_checkpointing",
+    "checkpoint_every": "training.checkpoint_every",
+    "device": "training.device",
+    "output": "output.dir",
+    "publish": "output.publish",
+    "alias": "output.aliases",
+    "store": "output.store",
+    "max_rank": "output.max_rank",
+}
+
+
+def train(
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config (flags override it)."),
+    base_model: str = typer.Option(None, help="Base model dir or known name (default SmolLM2)."),
+    method: str = typer.Option(None, help="qlora (4-bit NF4 base) or lora (bf16/fp32 base)."),
+    data: list[Path] = typer.Option(None, help="Training JSONL file (repeatable)."),
+    eval_data: list[Path] = typer.Option(None, help="Evaluation JSONL file (repeatable)."),
+    eval_fraction: float = typer.Option(None, help="Hold out this fraction of train for eval."),
+    format: str = typer.Option(None, help="auto, chat, prompt-completion or alpaca."),
+    max_length: int = typer.Option(None, help="Most tokens per example."),
+    too_long: str = typer.Option(None, help="drop or truncate examples over max length."),
+    packing: bool = typer.Option(None, "--packing/--no-packing", help="Pack examples."),
+    lora_r: int = typer.Option(None, help="LoRA rank."),
+    lora_alpha: float = typer.Option(None, help="LoRA alpha."),
+    lora_dropout: float = typer.Option(None, help="LoRA dropout."),
+    target_modules: list[str] = typer.Option(None, help="Module to adapt (repeatable)."),
+    rslora: bool = typer.Option(None, "--rslora/--no-rslora", help="Rank-stabilised LoRA."),
+    epochs: int = typer.Option(None, help="Passes over the data."),
+    batch_size: int = typer.Option(None, help="Sequences per micro-batch."),
+    grad_accum: int = typer.Option(None, help="Micro-batches per optimizer step."),
+    lr: float = typer.Option(None, help="Peak learning rate."),
+    lr_scheduler: str = typer.Option(None, help="cosine, linear or constant."),
+    warmup_ratio: float = typer.Option(None, help="Fraction of steps warming up."),
+    seed: int = typer.Option(None, help="Random seed."),
+    gradient_checkpointing: bool = typer.Option(
+        None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Save memory."
+    ),
+    checkpoint_every: int = typer.Option(None, help="Checkpoint every N steps (0: never)."),
+    device: str = typer.Option(None, help="auto, cpu or cuda."),
+    output: Path = typer.Option(None, help="Run directory (default runs/<name>)."),
+    publish: str = typer.Option(None, help="Publish the adapter under this name."),
+    alias: list[str] = typer.Option(None, help="Alias for the new version (repeatable)."),
+    store: str = typer.Option(None, help="Adapter store URL [env LORAPLEX_STORE]."),
+    max_rank: int = typer.Option(None, help="Largest rank the server serves."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output."),
+    show_example: bool = typer.Option(
+        False, "--show-example", help="Print the first example, trained tokens marked; exit."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+) -> None:
+    """Fine-tune a LoRA or QLoRA adapter and (with --publish) put it in the store."""
+    given = dict(locals())
+    flags = {name: given[name] for name in FLAG_SETTINGS if given[name] not in (None, [], ())}
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        run(config, flags, resume=resume, show=show_example, progress=progress)
+    except Exception as exc:
+        message = user_error(exc)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def run(config_path: Path | None, flags: dict, *, resume: bool, show: bool, progress: bool):
+    from loraplex.base_models.registry import resolve_base_model
+    from loraplex.trainer.config import load_config
+
+    overrides = {FLAG_SETTINGS[name]: value for name, value in flags.items()}
+    config = load_config(config_path, overrides)
+    base_model = resolve_base_model(config.base_model)
+    if show:
+        from loraplex.trainer.train import preview
+
+        typer.echo(preview(config, base_model, color=sys.stdout.isatty()))
+        return
+    from loraplex.trainer.train import train as run_training
+
+    result = run_training(config, base_model, resume=resume, progress=progress)
+    typer.echo(result.manifest.ref if result.manifest else str(result.adapter_dir))
+
+
+def user_error(exc: Exception) -> str | None:
+    """The one-line message for a user's mistake; None for a bug (shown with its traceback)."""
+    from loraplex.adapters.errors import AdapterError
+    from loraplex.base_models.errors import BaseModelUnavailable
+    from loraplex.trainer.errors import TrainError
+
+    if isinstance(exc, TrainError | AdapterError | BaseModelUnavailable):
+        return str(exc)
+    return None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

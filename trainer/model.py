@@ -1,0 +1,131 @@
+"""The model to train: the base (4-bit NF4, bf16 or fp32) with LoRA layers on top.
+
+- qlora: the base is quantized on load by bitsandbytes to 4-bit NF4 with
+  double quantization and bf16 compute — the numerics the server's 4-bit
+  base uses — and only the LoRA weights (fp32) train.
+- lora: the base in bf16 on CUDA; in fp32 on CPU, where bf16 matmuls are
+  slow and fp32 is what makes training and serving agree exactly.
+
+"all-linear" is resolved here to the short names of the base's linear layers
+(`q_proj`, ..., `down_proj`), never the output head: that list is what the
+adapter's config records, and what vLLM matches its LoRA layers against.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+
+from loraplex.trainer.config import LoraSettings
+
+# bitsandbytes warns on import that an optional CPU kernel package is missing;
+# its own fallback works, so the warning is noise for a user.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def load_tokenizer(base_model: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_model)
+
+
+def base_dtype(method: str, device: torch.device) -> torch.dtype:
+    if method == "qlora" or device.type == "cuda":
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_base(base_model: Path, method: str, device: torch.device):
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quantization = None
+    if method == "qlora":
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    return AutoModelForCausalLM.from_pretrained(
+        base_model,
+        dtype=base_dtype(method, device),
+        quantization_config=quantization,
+        device_map={"": device},
+        attn_implementation="sdpa",
+    )
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Short names of every linear layer (4-bit ones included) except the output head."""
+    head = model.get_output_embeddings()
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not head
+    }
+    return sorted(names)
+
+
+def add_lora(model, lora: LoraSettings):
+    from peft import LoraConfig, get_peft_model
+
+    targets = (
+        linear_module_names(model) if lora.target_modules == "all-linear" else lora.target_modules
+    )
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(targets),
+        use_rslora=lora.use_rslora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def load_model(
+    base_model: Path,
+    method: str,
+    lora: LoraSettings,
+    device: torch.device,
+    gradient_checkpointing: bool,
+):
+    """The base model with fresh LoRA layers, ready to train (LoRA weights are fp32)."""
+    model = load_base(base_model, method, device)
+    model.config.use_cache = False
+    keep_4bit_weights_trainable(model)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad, so the
+        # frozen embeddings stay frozen.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_model = add_lora(model, lora)
+    for name, param in peft_model.named_parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            raise RuntimeError(f"LoRA weight {name} is {param.dtype}, expected float32")
+    return peft_model
+
+
+def keep_4bit_weights_trainable(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference.
+
+    On a CPU with AVX512-BF16, a `Linear4bit` in eval mode rewrites its weight
+    into an inference-only layout whose kernel has no backward: training after
+    an eval pass would then backpropagate through it wrongly (PyTorch only
+    warns). The training model never needs that layout.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}

@@ -1,0 +1,71 @@
+"""What a user watches: the progress bar, TensorBoard logs, peak memory.
+
+The bar shows the step's loss, trained tokens per second (tokens with a
+label, counted since this process started training) and tqdm's ETA; the same
+numbers go to TensorBoard under `<run>/logs`.
+"""
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from loraplex.trainer.loop import StepResult
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA: the most memory tensors ever held; CPU: the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib * 1024
+
+
+class Monitor:
+    def __init__(
+        self, total_steps: int, start_step: int, log_dir: Path | None, progress: bool
+    ) -> None:
+        self.bar = tqdm(
+            total=total_steps,
+            initial=start_step,
+            unit="step",
+            desc="train",
+            disable=not progress,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.tokens = 0
+        self.started = time.monotonic()
+
+    def step(self, step: int, result: StepResult) -> None:
+        self.tokens += result.tokens
+        rate = self.tokens / max(time.monotonic() - self.started, 1e-9)
+        self.bar.set_postfix(loss=f"{result.loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
+        self.bar.update(1)
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", result.loss, step)
+            self.writer.add_scalar("train/lr", result.lr, step)
+            self.writer.add_scalar("train/tokens_per_second", rate, step)
+            if result.grad_norm is not None:
+                self.writer.add_scalar("train/grad_norm", result.grad_norm, step)
+
+    def epoch(self, epoch: int, step: int, train_loss: float, eval_loss: float | None) -> None:
+        line = f"epoch {epoch + 1}: train loss {train_loss:.4f}"
+        if eval_loss is not None:
+            line += f", eval loss {eval_loss:.4f}"
+            if self.writer is not None:
+                self.writer.add_scalar("eval/loss", eval_loss, step)
+        self.bar.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
