@@ -41,6 +41,16 @@ _REMOVED_ROUTES = {
 }
 
 
+def configure_logging() -> None:
+    """loraplex's own log lines, in the same stream and format as vLLM's."""
+    root = logging.getLogger("loraplex")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("(loraplex) %(levelname)s %(asctime)s %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
 def prepare_environment(settings: ServeSettings) -> None:
     """Environment that vLLM and its engine processes read at start."""
     # vLLM consults LoRA resolvers only with runtime LoRA updating on; the
@@ -90,6 +100,7 @@ def record_build_info(gateway: Gateway) -> None:
 
 
 async def serve(settings: ServeSettings, passthrough: list[str]) -> None:
+    configure_logging()
     prepare_environment(settings)
     args = parse_vllm_args(vllm_argv(settings, passthrough))
     await run(settings, args)

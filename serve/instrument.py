@@ -71,15 +71,16 @@ def instrument_engine(engine_client, metrics: GatewayMetrics) -> None:
     async def instrumented_generate(*args, **kwargs) -> AsyncGenerator:
         adapter = adapter_label(metrics, kwargs.get("lora_request"))
         metrics.in_flight.labels(adapter).inc()
-        last = None
+        first = last = None
         try:
             async for output in generate(*args, **kwargs):
+                first = first or output
                 last = output
                 yield output
         finally:
             metrics.in_flight.labels(adapter).dec()
             if last is not None and last.finished:
-                observe_request_output(metrics, adapter, last)
+                observe_request_output(metrics, adapter, first, last)
 
     async def instrumented_add_lora(lora_request) -> bool:
         started = time.perf_counter()

@@ -127,13 +127,19 @@ class GatewayMetrics:
         )  # fmt: skip
 
 
-def observe_request_output(metrics: GatewayMetrics, adapter: str, output) -> None:
-    """Record one finished engine request (vLLM's RequestOutput, with its stats)."""
-    metrics.prompt_tokens.labels(adapter).inc(len(output.prompt_token_ids or ()))
-    generated = sum(len(c.token_ids) for c in output.outputs)
-    metrics.completion_tokens.labels(adapter).inc(generated)
-    stats = output.metrics
-    if stats is None or not stats.first_token_ts:
+def observe_request_output(metrics: GatewayMetrics, adapter: str, first, last) -> None:
+    """Record one finished engine request from its first and last RequestOutput.
+
+    Streamed requests get delta outputs, so counts come from the first output
+    (the prompt) and vLLM's per-request stats on the last (cumulative).
+    """
+    metrics.prompt_tokens.labels(adapter).inc(len(first.prompt_token_ids or ()))
+    stats = last.metrics
+    if stats is None:  # engine started with --disable-log-stats
+        metrics.completion_tokens.labels(adapter).inc(sum(len(c.token_ids) for c in last.outputs))
+        return
+    metrics.completion_tokens.labels(adapter).inc(stats.num_generation_tokens)
+    if not stats.first_token_ts:
         return
     metrics.ttft.labels(adapter).observe(stats.first_token_latency)
     if stats.num_generation_tokens > 1:

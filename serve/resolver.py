@@ -34,8 +34,10 @@ class StoreLoRAResolver(LoRAResolver):
             return None
         if ref.version is None:
             return None
+        adapter = AdapterVersion(ref.name, ref.version)
         try:
-            path = await self.loader.ensure_local(AdapterVersion(ref.name, ref.version))
+            # Routing fetched it already; a direct call (preload) fetches here.
+            path = self.loader.local_path(adapter) or await self.loader.ensure_local(adapter)
         except AdapterError as exc:
             logger.warning("cannot serve %s: %s", lora_name, exc)
             return None

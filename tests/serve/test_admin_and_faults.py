@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.models import make_random_lora
 
@@ -49,17 +50,25 @@ def test_admin_load_of_an_unknown_adapter_is_a_404(http):
     assert response.json()["error"]["message"]
 
 
+def counter(http, name: str) -> float:
+    families = text_string_to_metric_families(http.get("/metrics").text)
+    return sum(s.value for f in families for s in f.samples if s.name == name)
+
+
 async def test_many_first_requests_fetch_an_adapter_once(
-    async_client, gateway, served_store, tiny_model_dir, tmp_path
+    async_client, http, served_store, tiny_model_dir, tmp_path
 ):
     served_store.store.publish(make_random_lora(tiny_model_dir, tmp_path / "c", seed=52), "crowd")
+    misses = counter(http, "loraplex_adapter_cache_misses_total")
+    hits = counter(http, "loraplex_adapter_cache_hits_total")
     await asyncio.gather(
         *(
             async_client.chat.completions.create(model="crowd", messages=PROMPT, max_tokens=2)
             for _ in range(16)
         )
     )
-    assert gateway.tail(lines=100_000).count("fetched crowd@1") == 1
+    assert counter(http, "loraplex_adapter_cache_misses_total") - misses == 1
+    assert counter(http, "loraplex_adapter_cache_hits_total") - hits == 15
 
 
 def test_tampered_adapter_is_refused_by_name_and_others_keep_serving(
