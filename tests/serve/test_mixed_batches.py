@@ -1,0 +1,64 @@
+"""Mixed batches on the real engine: base and two adapters share batches with
+every LoRA slot in use (max_loras 2). With loraplex's CPU ops each request gets
+exactly what its model gives alone; with vLLM 0.32's own ops base requests are
+answered with an adapter's weights (vllm#48421) — asserted, so this test
+notices when vLLM fixes it."""
+
+import asyncio
+
+import openai
+import pytest
+
+from tests.fixtures.engine import BASE_NAME, GatewayProcess
+
+pytestmark = pytest.mark.engine
+
+PROMPTS = ["Tell me a story about the sea.", "Name three colours.", "Why is the sky blue?"]
+MODELS = [BASE_NAME, "alpha", "beta"]
+
+
+def solo_answers(base_url: str) -> dict[tuple[str, str], str]:
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+    return {
+        (model, prompt): client.completions.create(
+            model=model, prompt=prompt, max_tokens=16, temperature=0
+        )
+        .choices[0]
+        .text
+        for model in MODELS
+        for prompt in PROMPTS
+    }
+
+
+async def concurrent_answers(base_url: str, rounds: int = 3) -> list[tuple[str, str, str]]:
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+
+    async def one(model: str, prompt: str) -> tuple[str, str, str]:
+        r = await client.completions.create(
+            model=model, prompt=prompt, max_tokens=16, temperature=0
+        )
+        return model, prompt, r.choices[0].text
+
+    jobs = [one(m, p) for _ in range(rounds) for m in MODELS for p in PROMPTS][:24]
+    return await asyncio.gather(*jobs)
+
+
+async def test_loraplex_ops_answer_each_request_with_its_own_model(gateway):
+    expected = solo_answers(gateway.base_url)
+    for model, prompt, text in await concurrent_answers(gateway.base_url):
+        assert text == expected[(model, prompt)], (model, prompt)
+
+
+@pytest.fixture(scope="module")
+def vllm_ops_gateway(tiny_model_dir, served_store, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("vllm-ops-gateway")
+    extra = ["--cpu-lora-ops", "vllm"]
+    with GatewayProcess(tiny_model_dir, served_store.url, workdir, extra_args=extra) as process:
+        yield process
+
+
+async def test_vllm_cpu_ops_leak_an_adapter_into_base_requests(vllm_ops_gateway):
+    expected = solo_answers(vllm_ops_gateway.base_url)
+    results = await concurrent_answers(vllm_ops_gateway.base_url)
+    wrong_base = [(p, t) for m, p, t in results if m == BASE_NAME and t != expected[(m, p)]]
+    assert wrong_base, "vLLM's CPU ops no longer leak: drop loraplex's workaround note"
