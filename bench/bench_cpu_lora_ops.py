@@ -20,20 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.adapters import random_adapters
+
 RESULTS = Path(__file__).parent / "results" / "cpu_lora_ops.json"
 LOADS = {"base": 0, "one_adapter": 1, "mix_2": 2, "mix_8": 8, "mix_16": 16}
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def make_adapters(base_dir: Path, out: Path, count: int) -> list[Path]:
-    from tests.fixtures.models import make_random_lora
-
-    return [
-        make_random_lora(
-            base_dir, out / f"a{i}", r=16, target_modules=ALL_LINEAR, seed=i, init_scale=0.01
-        )
-        for i in range(count)
-    ]
 
 
 def requests_for(load: str, adapters: list[Path], n: int) -> list[int | None]:
@@ -78,16 +68,18 @@ def worker(model: str, dtype: str, adapters: list[str], n: int, tokens: int) -> 
 
 def run_side(model: Path, dtype: str, ops: str, adapters: list[Path], n: int, tokens: int):
     env = {**os.environ, "LORAPLEX_CPU_LORA_OPS": ops, "VLLM_CPU_KVCACHE_SPACE": "2"}
-    args = [sys.executable, "-m", "bench.bench_cpu_lora_ops", "--worker", str(model), dtype]
-    args += ["--n", str(n), "--tokens", str(tokens), "--adapters", *map(str, adapters)]
-    out = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"worker failed ({ops}, {model}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    with tempfile.NamedTemporaryFile(suffix=".json") as result:
+        args = [sys.executable, "-m", "bench.bench_cpu_lora_ops", "--worker", str(model), dtype]
+        args += ["--n", str(n), "--tokens", str(tokens), "--out", result.name]
+        args += ["--adapters", *map(str, adapters)]
+        out = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"worker failed ({ops}, {model}):\n{out.stderr[-3000:]}")
+        return json.loads(Path(result.name).read_text())
 
 
 def compare(name: str, model: Path, dtype: str, n: int, tokens: int, tmp: Path) -> dict:
-    adapters = make_adapters(model, tmp / name, 16)
+    adapters = random_adapters(model, tmp / name, 16)
     sides = {ops: run_side(model, dtype, ops, adapters, n, tokens) for ops in ("loraplex", "vllm")}
     summary = {}
     for load in LOADS:
@@ -114,10 +106,12 @@ def main() -> None:
     parser.add_argument("--adapters", nargs="*", default=[])
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--out", help="(worker) where to write its JSON")
     parser.add_argument("--quick", action="store_true", help="tiny model only")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.adapters, args.n, args.tokens)))
+        result = worker(*args.worker, args.adapters, args.n, args.tokens)
+        Path(args.out).write_text(json.dumps(result))
         return
 
     from loraplex.base_models.registry import resolve_base_model
