@@ -15,10 +15,12 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from loraplex import __version__
+from loraplex.serve.auth import AuthMiddleware, KeyRing, load_keys
 from loraplex.serve.engine_args import parse_vllm_args, vllm_argv
 from loraplex.serve.gateway import Gateway, refresh_in_background
 from loraplex.serve.index import watch
 from loraplex.serve.instrument import RequestMetricsMiddleware, instrument_engine
+from loraplex.serve.limits import ConcurrencyMiddleware, RequestLimits
 from loraplex.serve.resolver import StoreLoRAResolver, install_resolver
 from loraplex.serve.routes import router as loraplex_routes
 from loraplex.serve.routing import RoutingMiddleware
@@ -66,17 +68,27 @@ def prepare_environment(settings: ServeSettings) -> None:
         os.environ["VLLM_PLUGINS"] = ",".join(names + [n for n in needed if n not in names])
 
 
-def extend_app(app: FastAPI, gateway: Gateway) -> None:
+def extend_app(app: FastAPI, gateway: Gateway, keyring: KeyRing) -> None:
+    settings = gateway.settings
     app.router.routes = [
         r for r in app.router.routes if getattr(r, "path", None) not in _REMOVED_ROUTES
     ]
     app.include_router(loraplex_routes)
-    # Outermost first: metrics see routing's errors; both run before vLLM's
-    # own middleware. build_app has already built the middleware stack (the
-    # SageMaker bootstrap does), so insert and rebuild as that bootstrap does.
+    limits = RequestLimits(settings.max_body_bytes, settings.max_tokens_cap, settings.max_n)
+    # Outermost first: metrics see every answer, auth guards everything after
+    # it, back-pressure counts per key, routing rewrites `model`; all run
+    # before vLLM's own middleware. build_app has already built the stack
+    # (the SageMaker bootstrap does), so insert and rebuild as that does.
     app.user_middleware[:0] = [
         Middleware(RequestMetricsMiddleware, metrics=gateway.metrics),
-        Middleware(RoutingMiddleware, router=gateway.router),
+        Middleware(AuthMiddleware, keyring=keyring),
+        Middleware(
+            ConcurrencyMiddleware,
+            per_key=settings.max_concurrent_per_key,
+            queue_cap=settings.max_queued_requests,
+            engine_in_flight=lambda: gateway.metrics.engine_in_flight,
+        ),
+        Middleware(RoutingMiddleware, router=gateway.router, limits=limits),
     ]
     app.middleware_stack = app.build_middleware_stack()
     app.state.loraplex = gateway
@@ -114,6 +126,11 @@ async def run(settings: ServeSettings, args: Namespace) -> None:
     from vllm.entrypoints.launchers.launcher import serve_http, setup_server
     from vllm.v1.metrics.prometheus import get_prometheus_registry
 
+    keyring = KeyRing(
+        load_keys(settings.api_keys_file, settings.api_keys), settings.metrics_require_key
+    )
+    if not keyring.enabled:
+        logger.warning("no API keys configured: every client may use every route")
     gateway = Gateway.from_settings(settings, get_prometheus_registry())
     await refresh_in_background(gateway)
     listen_address, sock = setup_server(args, reuse_port=False)
@@ -123,7 +140,7 @@ async def run(settings: ServeSettings, args: Namespace) -> None:
         record_build_info(gateway)
         supported_tasks = await engine_client.get_supported_tasks()
         app = build_app(args, supported_tasks, engine_client.model_config)
-        extend_app(app, gateway)
+        extend_app(app, gateway, keyring)
         await init_app_state(engine_client, app.state, args, supported_tasks)
         await gateway.preload(app.state)
         interval = settings.effective_poll_interval(gateway.store.url)
@@ -147,3 +164,7 @@ async def run(settings: ServeSettings, args: Namespace) -> None:
         await shutdown_task
     finally:
         sock.close()
+    if engine_client.errored:
+        # vLLM's watchdog stopped the server because the engine died: exit
+        # non-zero so Kubernetes restarts the pod.
+        raise SystemExit("the vLLM engine died; exiting so the pod restarts")

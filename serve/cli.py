@@ -31,6 +31,14 @@ def serve(
     preload: list[str] = typer.Option(None, help="Adapter to load at start (repeatable)."),
     poll_interval: float = typer.Option(None, help="Seconds between store polls."),
     cpu_lora_ops: str = typer.Option(None, help="loraplex (default) or vllm; CPU only."),
+    api_keys_file: Path = typer.Option(None, help="JSON API keys (see `loraplex new-key`)."),
+    metrics_require_key: bool = typer.Option(None, help="Put /metrics behind a key."),
+    max_body_bytes: int = typer.Option(None, help="Largest request body (default 4 MiB)."),
+    max_tokens_cap: int = typer.Option(None, help="Largest max_tokens a request may ask."),
+    max_n: int = typer.Option(None, help="Largest n per request (default 8)."),
+    max_concurrent_per_key: int = typer.Option(None, help="Running requests per key (64)."),
+    max_queued_requests: int = typer.Option(None, help="Engine requests before 503 (1024)."),
+    drain_seconds: int = typer.Option(None, help="SIGTERM grace for running requests (30)."),
 ) -> None:
     """Serve the base model and every adapter of the store on one OpenAI endpoint.
 
@@ -58,5 +66,23 @@ def _first_error(exc) -> str:
     return f"{where}: {err['msg']}"
 
 
+def new_key(
+    name: str = typer.Option(..., help="Who the key is for (shown in errors and logs)."),
+    role: str = typer.Option("inference", help="inference or admin."),
+    adapter: list[str] = typer.Option(["*"], help="Adapter name pattern it may use."),
+) -> None:
+    """Make an API key: prints the key once, and the entry for the keys file (its hash)."""
+    import json
+    import secrets
+
+    from loraplex.serve.auth import ApiKey, hash_key
+
+    key = f"lpx-{secrets.token_urlsafe(32)}"
+    entry = ApiKey(name=name, sha256=hash_key(key), role=role, adapters=adapter)
+    typer.echo(f"key (shown once): {key}", err=True)
+    typer.echo(json.dumps(entry.model_dump()))
+
+
 def register(app: typer.Typer) -> None:
     app.command(context_settings=_PASSTHROUGH)(serve)
+    app.command("new-key")(new_key)

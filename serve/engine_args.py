@@ -23,6 +23,9 @@ def vllm_argv(settings: ServeSettings, passthrough: list[str]) -> list[str]:
     ]  # fmt: skip
     if settings.quantization != "none":
         argv += ["--quantization", settings.quantization]
+    if "--shutdown-timeout" not in passthrough:
+        # vLLM's default (0) aborts running requests on SIGTERM; drain instead.
+        argv += ["--shutdown-timeout", str(settings.drain_seconds)]
     return argv + passthrough
 
 

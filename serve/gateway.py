@@ -17,6 +17,7 @@ from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.lora.request import LoRARequest
 
 from loraplex.adapters import AdapterNotServable, Store, fingerprint_base_model, open_store
+from loraplex.serve.auth import request_key
 from loraplex.serve.index import AdapterIndex, AdapterVersion
 from loraplex.serve.loader import AdapterLoader
 from loraplex.serve.metrics import GatewayMetrics, GatewayStateCollector
@@ -60,7 +61,10 @@ class Gateway:
         return gateway
 
     def visible_names(self, request: Request) -> list[str]:
-        return self.index.names()
+        """The store's names this request's API key may use (all, without auth)."""
+        key = request_key(request.scope)
+        names = self.index.names()
+        return names if key is None else [n for n in names if key.may_use(n)]
 
     async def engine_lora_names(self, state) -> set[str]:
         loaded_ids = await state.engine_client.list_loras()

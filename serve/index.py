@@ -29,6 +29,11 @@ class AdapterVersion:
         return f"{self.name}@{self.version}"
 
 
+def not_found(ref: AdapterRef) -> AdapterNotFound:
+    """The one answer for an adapter a client cannot have, missing or not theirs."""
+    return AdapterNotFound(f"adapter '{ref}' does not exist")
+
+
 class AdapterIndex:
     def __init__(self, store: Store, *, miss_ttl: float = 1.0) -> None:
         self.store = store
@@ -66,7 +71,10 @@ class AdapterIndex:
         if ref.version is not None:
             pinned = AdapterVersion(ref.name, ref.version)
             if pinned not in self._known_versions:
-                self.store.resolve(ref)  # raises AdapterNotFound for a missing version
+                try:
+                    self.store.resolve(ref)
+                except AdapterNotFound:
+                    raise not_found(ref) from None
                 self._known_versions.add(pinned)  # versions are immutable: safe to remember
             return pinned
         alias = ref.alias or LATEST
@@ -74,7 +82,7 @@ class AdapterIndex:
         if version is None:
             version = self._read_through(ref.name).get(alias)
         if version is None:
-            raise AdapterNotFound(f"adapter '{ref}' does not exist in the store")
+            raise not_found(ref)
         return AdapterVersion(ref.name, version)
 
     def _read_through(self, name: str) -> dict[str, int]:

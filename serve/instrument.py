@@ -71,6 +71,7 @@ def instrument_engine(engine_client, metrics: GatewayMetrics) -> None:
     async def instrumented_generate(*args, **kwargs) -> AsyncGenerator:
         adapter = adapter_label(metrics, kwargs.get("lora_request"))
         metrics.in_flight.labels(adapter).inc()
+        metrics.engine_in_flight += 1
         first = last = None
         try:
             async for output in generate(*args, **kwargs):
@@ -79,6 +80,7 @@ def instrument_engine(engine_client, metrics: GatewayMetrics) -> None:
                 yield output
         finally:
             metrics.in_flight.labels(adapter).dec()
+            metrics.engine_in_flight -= 1
             if last is not None and last.finished:
                 observe_request_output(metrics, adapter, first, last)
 

@@ -61,6 +61,7 @@ class AdapterLabels:
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry, max_adapter_labels: int = 100) -> None:
         self.labels = AdapterLabels(max_adapter_labels)
+        self.engine_in_flight = 0  # all adapters; read by the back-pressure middleware
         adapter_route_status = ["adapter", "route", "status"]
         self.request_duration = Histogram(
             "loraplex_request_duration_seconds",

@@ -14,6 +14,7 @@ disconnects reach vLLM unchanged.
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from loraplex.adapters import (
@@ -23,9 +24,11 @@ from loraplex.adapters import (
     InvalidReference,
     StoreUnavailable,
 )
-from loraplex.serve.errors import adapter_error_response
-from loraplex.serve.index import AdapterIndex, AdapterVersion
+from loraplex.serve.auth import request_key
+from loraplex.serve.errors import adapter_error_response, error_response
+from loraplex.serve.index import AdapterIndex, AdapterVersion, not_found
 from loraplex.serve.instrument import ADAPTER_LABEL_KEY
+from loraplex.serve.limits import RequestLimits, RequestTooLarge, too_large
 from loraplex.serve.loader import AdapterLoader
 from loraplex.serve.metrics import BASE, UNKNOWN, AdapterLabels
 
@@ -50,30 +53,40 @@ class AdapterRouter:
     def is_base(self, model: str | None) -> bool:
         return not model or model == self.base_name
 
-    async def route(self, model: str) -> AdapterVersion:
+    async def route(self, model: str, key=None) -> AdapterVersion:
         ref = AdapterRef.parse(model)
+        if key is not None and not key.may_use(ref.name):
+            raise not_found(ref)  # a tenant cannot tell others' adapters from missing ones
         adapter = await asyncio.to_thread(self.index.resolve, ref)
         await self.loader.ensure_local(adapter)
         return adapter
 
 
 class RoutingMiddleware:
-    def __init__(self, app: Callable, router: AdapterRouter) -> None:
+    def __init__(self, app: Callable, router: AdapterRouter, limits: RequestLimits) -> None:
         self.app = app
         self.router = router
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         state = scope.setdefault("state", {})
-        body = await read_body(receive)
+        try:
+            body = await read_body(receive, self.limits.max_body_bytes)
+        except RequestTooLarge:
+            return await too_large(self.limits.max_body_bytes)(scope, receive, send)
         payload = _json_object(body)
+        if payload is not None and (violation := self.limits.violation(payload)):
+            message, param = violation
+            response = error_response(message, HTTPStatus.BAD_REQUEST, "BadRequestError", param)
+            return await response(scope, receive, send)
         model = payload.get("model") if payload is not None else None
         if not isinstance(model, str) or self.router.is_base(model):
             state[ADAPTER_LABEL_KEY] = BASE
             return await self.app(scope, replay(body, receive), send)
         try:
-            adapter = await self.router.route(model)
+            adapter = await self.router.route(model, request_key(scope))
         except AdapterError as exc:
             state[ADAPTER_LABEL_KEY] = self._error_label(model, exc)
             return await adapter_error_response(exc)(scope, receive, send)
@@ -89,13 +102,17 @@ class RoutingMiddleware:
         return self.router.labels.for_adapter(AdapterRef.parse(model).name)
 
 
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)

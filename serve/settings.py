@@ -51,6 +51,27 @@ class ServeSettings(BaseSettings):
     cpu_lora_ops: Literal["loraplex", "vllm"] = Field(
         default="loraplex", description="LoRA ops on the CPU platform (no effect on CUDA)."
     )
+    # Access
+    api_keys_file: Path | None = Field(
+        default=None, description="JSON list of {name, sha256, role, adapters}; none: no auth."
+    )
+    api_keys: str | None = Field(default=None, description="The same JSON, inline.")
+    metrics_require_key: bool = Field(default=False, description="Put /metrics behind a key.")
+    # Limits
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0, description="Largest request.")
+    max_tokens_cap: int | None = Field(
+        default=None, gt=0, description="Largest max_tokens a request may ask for."
+    )
+    max_n: int = Field(default=8, ge=1, description="Largest `n` (choices per request).")
+    max_concurrent_per_key: int = Field(
+        default=64, ge=1, description="Requests one API key may have running (429 past it)."
+    )
+    max_queued_requests: int = Field(
+        default=1024, ge=1, description="Engine requests in flight before new ones get 503."
+    )
+    drain_seconds: int = Field(
+        default=30, ge=0, description="On SIGTERM, time running requests get to finish."
+    )
 
     @field_validator("max_lora_rank")
     @classmethod
