@@ -111,6 +111,20 @@ def record_build_info(gateway: Gateway) -> None:
     )
 
 
+def note_shutdown_requests(engine_client) -> asyncio.Event:
+    """Set when vLLM's signal handler (SIGTERM, SIGINT) shuts the engine down,
+    which tells a requested stop from an engine that died."""
+    requested = asyncio.Event()
+    shutdown = engine_client.shutdown
+
+    def _shutdown(*args, **kwargs):
+        requested.set()
+        return shutdown(*args, **kwargs)
+
+    engine_client.shutdown = _shutdown
+    return requested
+
+
 async def serve(settings: ServeSettings, passthrough: list[str]) -> None:
     configure_logging()
     prepare_environment(settings)
@@ -137,6 +151,7 @@ async def run(settings: ServeSettings, args: Namespace) -> None:
     async with build_async_engine_client(args) as engine_client:
         install_resolver(StoreLoRAResolver(gateway.loader))
         instrument_engine(engine_client, gateway.metrics)
+        shutdown_requested = note_shutdown_requests(engine_client)
         record_build_info(gateway)
         supported_tasks = await engine_client.get_supported_tasks()
         app = build_app(args, supported_tasks, engine_client.model_config)
@@ -158,13 +173,15 @@ async def run(settings: ServeSettings, args: Namespace) -> None:
             access_log=not args.disable_uvicorn_access_log,
             timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
         )
+        # The server has stopped. Was it asked to (SIGTERM), or did the engine die?
+        asked_to_stop = shutdown_requested.is_set()
         for task in background:
             task.cancel()
     try:
         await shutdown_task
     finally:
         sock.close()
-    if engine_client.errored:
-        # vLLM's watchdog stopped the server because the engine died: exit
-        # non-zero so Kubernetes restarts the pod.
+    if not asked_to_stop:
+        # Nobody asked for a shutdown: vLLM's watchdog stopped the server
+        # because the engine died. Exit non-zero so Kubernetes restarts the pod.
         raise SystemExit("the vLLM engine died; exiting so the pod restarts")

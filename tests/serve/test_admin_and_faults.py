@@ -3,9 +3,11 @@ it keeps serving everything else."""
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -98,3 +100,26 @@ def test_adapter_for_another_base_is_refused(client, served_store, tiny_model_di
         ask(client, "otherbase")
     assert "trained for base model" in err.value.body["message"]
     assert ask(client, "beta").choices[0].message.content is not None
+
+
+def gauge(http, prefix: str) -> float:
+    text = http.get("/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
+def test_a_client_that_disconnects_mid_stream_aborts_its_engine_request(gateway, http):
+    with httpx.Client(base_url=gateway.base_url, timeout=60) as c:
+        body = {"model": "alpha", "prompt": "Go", "max_tokens": 1000, "ignore_eos": True}
+        body["stream"] = True
+        with c.stream("POST", "/v1/completions", json=body) as r:
+            lines = r.iter_lines()  # keep a reference: a dropped iterator closes the stream
+            assert next(lines).startswith("data:")
+            assert gauge(http, "loraplex_requests_in_flight") == 1
+    deadline = time.monotonic() + 10
+    while gauge(http, "loraplex_requests_in_flight") > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gauge(http, "loraplex_requests_in_flight") == 0
+    time.sleep(2)  # vLLM's own gauges are refreshed with its engine stats
+    assert gauge(http, "vllm:num_requests_running") == 0
