@@ -43,5 +43,9 @@ class Backend(ABC):
         """Names one level below `prefix` (folders and objects)."""
 
     @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object; nothing happens if it does not exist."""
+
+    @abstractmethod
     def delete_tree(self, prefix: str) -> None:
         """Remove every object under `prefix`."""

@@ -21,7 +21,7 @@ JSON = typer.Option(False, "--json", help="Print JSON.")
 def _run(store_url: str | None, action):
     try:
         return action(open_store(store_url))
-    except AdapterError as exc:
+    except (AdapterError, OSError) as exc:  # OSError: an output dir that is a file, ...
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 

@@ -89,5 +89,11 @@ class LocalBackend(Backend):
         except OSError as exc:
             raise StoreUnavailable(f"cannot list {self.url}/{prefix}: {exc}") from exc
 
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot delete {self.url}/{key}: {exc}") from exc
+
     def delete_tree(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)

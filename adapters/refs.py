@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from loraplex.adapters.errors import InvalidReference
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+# ASCII digits only: str.isdigit() also accepts '²' or '٣', which int() refuses or misreads.
+VERSION_PATTERN = re.compile(r"[0-9]+")
 LATEST = "latest"
 
 
@@ -48,7 +50,7 @@ class AdapterRef:
             raise InvalidReference(f"invalid adapter reference {text!r}")
         if "@" in text:
             name, _, version = text.partition("@")
-            if not version.isdigit() or int(version) < 1:
+            if not VERSION_PATTERN.fullmatch(version) or int(version) < 1:
                 raise InvalidReference(
                     f"invalid adapter reference '{text}': the version after '@' must be a "
                     "positive number, as in name@3"

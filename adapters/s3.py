@@ -105,6 +105,12 @@ class S3Backend(Backend):
             raise self._unavailable(exc) from exc
         return sorted(n for n in names if n and not n.startswith("."))
 
+    def delete(self, key: str) -> None:
+        try:  # S3 answers 204 for a key that does not exist
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable(exc) from exc
+
     def delete_tree(self, prefix: str) -> None:
         base = self._key(prefix.rstrip("/") + "/")
         try:

@@ -9,12 +9,14 @@ Layout (DESIGN.md), the same on every backend:
 
 A publisher first claims `v<N>/.claim` with an exclusive create, so racing
 publishers never share a number; a publish that dies before its manifest
-leaves a claimed, invisible version that readers skip.
+leaves a claimed, invisible version that readers skip. Deleting a version
+keeps its claim as a tombstone, so a number is never given out twice.
 """
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -27,6 +29,7 @@ from loraplex.adapters.errors import (
     AdapterNotServable,
     AliasConflict,
     IntegrityError,
+    InvalidReference,
     VersionInUse,
 )
 from loraplex.adapters.fingerprint import fingerprint_base_model
@@ -39,10 +42,23 @@ ALIASES = "aliases.json"
 CLAIM = ".claim"
 DEFAULT_STORE = "./.loraplex/adapters"
 CAS_ATTEMPTS = 50
+VERSION_DIR = re.compile(r"v([0-9]+)")
 
 
 def _as_ref(ref: str | AdapterRef) -> AdapterRef:
     return ref if isinstance(ref, AdapterRef) else AdapterRef.parse(ref)
+
+
+def _version_numbers(children: list[str]) -> list[int]:
+    """`v3` → 3; anything else in a name's folder (aliases.json, strays) is ignored."""
+    return sorted(int(m[1]) for c in children if (m := VERSION_DIR.fullmatch(c)))
+
+
+def _is_name(text: str) -> bool:
+    try:
+        return bool(check_name(text))
+    except InvalidReference:
+        return False
 
 
 def _sha256(data: bytes) -> str:
@@ -57,22 +73,24 @@ class Store:
     # -- reading ---------------------------------------------------------------
 
     def list_names(self) -> list[str]:
-        return [n for n in self.backend.children("") if self.list_versions(n)]
+        # Skip what cannot be an adapter (a volume's lost+found, a stray README).
+        return [n for n in self.backend.children("") if _is_name(n) and self.list_versions(n)]
 
     def list_versions(self, name: str) -> list[int]:
         """Committed versions only: a version without its manifest does not exist."""
         check_name(name)
-        numbers = sorted(
-            int(child[1:])
-            for child in self.backend.children(name)
-            if child.startswith("v") and child[1:].isdigit()
-        )
+        numbers = _version_numbers(self.backend.children(name))
         return [n for n in numbers if self.backend.read(f"{name}/v{n}/{MANIFEST}") is not None]
 
     def aliases(self, name: str) -> dict[str, int]:
         check_name(name)
-        data = self.backend.read(f"{name}/{ALIASES}")
-        return json.loads(data) if data else {}
+        return self._parse_aliases(name, self.backend.read(f"{name}/{ALIASES}"))
+
+    def _parse_aliases(self, name: str, data: bytes | None) -> dict[str, int]:
+        try:
+            return json.loads(data) if data else {}
+        except ValueError as exc:
+            raise IntegrityError(f"{self.url}/{name}/{ALIASES} is corrupt: {exc}") from exc
 
     def resolve(self, ref: str | AdapterRef) -> Manifest:
         ref = _as_ref(ref)
@@ -85,7 +103,13 @@ class Store:
         data = self.backend.read(f"{ref.name}/v{version}/{MANIFEST}")
         if data is None:
             raise AdapterNotFound(f"adapter '{ref.name}@{version}' does not exist in {self.url}")
-        return Manifest.model_validate_json(data)
+        try:
+            return Manifest.model_validate_json(data)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise IntegrityError(
+                f"the manifest of {ref.name}@{version} in {self.url} is corrupt: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
 
     # -- publishing ------------------------------------------------------------
 
@@ -134,10 +158,7 @@ class Store:
         return BaseModelInfo(id=Path(named).name or named, fingerprint=None)
 
     def _claim_next_version(self, name: str) -> int:
-        taken = [
-            int(c[1:]) for c in self.backend.children(name) if c[:1] == "v" and c[1:].isdigit()
-        ]
-        version = max(taken, default=0) + 1
+        version = max(_version_numbers(self.backend.children(name)), default=0) + 1
         while not self.backend.create(f"{name}/v{version}/{CLAIM}", b""):
             version += 1
         return version
@@ -154,7 +175,7 @@ class Store:
         key = f"{name}/{ALIASES}"
         for _ in range(CAS_ATTEMPTS):
             data, token = self.backend.read_versioned(key)
-            updated = change(json.loads(data) if data else {})
+            updated = change(self._parse_aliases(name, data))
             if self.backend.replace_if(key, json.dumps(updated, sort_keys=True).encode(), token):
                 return updated
         raise AliasConflict(f"could not update the aliases of '{name}': too many concurrent moves")
@@ -170,8 +191,12 @@ class Store:
                 f"{name}@{version} is the target of alias(es) {', '.join(pointing)}; "
                 "move them first or pass --force"
             )
-        # Uncommit first (manifest), so a reader never sees a half-deleted version.
-        self.backend.delete_tree(f"{name}/v{version}")
+        # Uncommit first (the manifest), so a reader never sees a half-deleted
+        # version. The claim stays as a tombstone: the number is never reused, so
+        # `name@N` always means the same weights (vLLM and fetch caches key on it).
+        self.backend.delete(f"{name}/v{version}/{MANIFEST}")
+        for file in manifest.files:
+            self.backend.delete(f"{name}/v{version}/{file}")
         remaining = self.list_versions(name)
 
         def _drop(current: dict[str, int]) -> dict[str, int]:
@@ -202,10 +227,6 @@ class Store:
         """Check every hash, then that the stored adapter is servable (on `base_model`)."""
         manifest = self.resolve(ref)
         blobs = self._verified_blobs(manifest)
-        with tempfile.TemporaryDirectory() as tmp:
-            for file, data in blobs.items():
-                (Path(tmp) / file).write_bytes(data)
-            validate_adapter_dir(Path(tmp), base_model=None, max_rank=max(manifest.lora.r, 16))
         if base_model is not None:
             ours = fingerprint_base_model(Path(base_model)).fingerprint
             if manifest.base.fingerprint not in (None, ours):
@@ -213,6 +234,14 @@ class Store:
                     f"{manifest.ref} was trained for base model '{manifest.base.id}', "
                     f"not {base_model}"
                 )
+        with tempfile.TemporaryDirectory() as tmp:
+            for file, data in blobs.items():
+                (Path(tmp) / file).write_bytes(data)
+            # With a base, the tensor shapes are checked too: a version published
+            # without one has no fingerprint, and only its shapes can tell.
+            validate_adapter_dir(
+                Path(tmp), base_model=base_model, max_rank=max(manifest.lora.r, 16)
+            )
         return manifest
 
     def fetch(self, ref: str | AdapterRef, cache_dir: Path) -> Path:

@@ -23,6 +23,18 @@ VLLM_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # vLLM applies LoRA to linear layers; LoRA on embeddings and the output head
 # is not served by vLLM 0.32's LoRA model manager for most architectures.
 UNSERVABLE_MODULES = {"embed_tokens", "lm_head", "wte", "wpe"}
+# PEFT features vLLM 0.32 refuses at load time (vllm/lora/peft_helper.py):
+# refused here instead, so they never reach a server.
+UNSERVED_FEATURES = {
+    "lora_bias": "LoRA bias (lora_bias=true)",
+    "layer_replication": "layer_replication",
+    "alora_invocation_tokens": "Activated LoRA (alora_invocation_tokens)",
+    "use_qalora": "QALoRA (use_qalora=true)",
+    "use_bdlora": "block-diagonal LoRA (use_bdlora)",
+}
+# init_lora_weights strings that only set the starting weights; the others
+# (pissa, olora, loftq, corda) also rewrite the base weights.
+SERVED_INITS = ("gaussian", "eva", "orthogonal", "mica", "lora_ga")
 
 
 def load_adapter_config(adapter_dir: Path) -> dict:
@@ -67,6 +79,7 @@ def check_config(config: dict, max_rank: int) -> LoraSettings:
             raise AdapterNotServable(
                 f"{key} is set: per-module ranks or alphas are not served by vLLM"
             )
+    _check_features(config)
     targets = config.get("target_modules")
     if isinstance(targets, str):
         targets = [targets]
@@ -80,6 +93,18 @@ def check_config(config: dict, max_rank: int) -> LoraSettings:
         use_rslora=bool(config.get("use_rslora", False)),
         target_modules=sorted(targets),
     )
+
+
+def _check_features(config: dict) -> None:
+    for key, feature in UNSERVED_FEATURES.items():
+        if config.get(key):
+            raise AdapterNotServable(f"{feature} is not served by vLLM")
+    init = config.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower() not in SERVED_INITS:
+        raise AdapterNotServable(
+            f"init_lora_weights={init!r} also changes the base model's weights, which vLLM "
+            "does not serve; convert the adapter to a plain LoRA first"
+        )
 
 
 def _nearest_slots(r: object) -> str:

@@ -70,9 +70,10 @@ def resolve_base_model(name_or_path: str | Path | None, cache_dir: Path | None =
     if not (target / "config.json").is_file():
         try:
             make_model(name, target)
-        except FileExistsError:
-            pass  # a concurrent preparer finished first
-        except OSError as exc:
-            if not (target / "config.json").is_file():
-                raise BaseModelUnavailable(f"cannot prepare {name} in {target}: {exc}") from exc
+        except (OSError, BaseModelUnavailable) as exc:
+            if (target / "config.json").is_file():
+                return target  # a concurrent preparer finished first
+            if isinstance(exc, BaseModelUnavailable):
+                raise
+            raise BaseModelUnavailable(f"cannot prepare {name} in {target}: {exc}") from exc
     return target

@@ -34,12 +34,12 @@ def find_gguf() -> Path:
 
 def make_smollm2(out_dir: Path, gguf_path: Path | None = None) -> Path:
     """Convert the GGUF to a Hugging Face directory at `out_dir` (bf16 safetensors)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = Path(gguf_path) if gguf_path is not None else find_gguf()
     if not gguf.is_file():
         raise BaseModelUnavailable(f"no GGUF file at {gguf}; {INSTALL_HINT}")
+    import torch  # after the cheap checks: importing these takes seconds
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     out_dir = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(

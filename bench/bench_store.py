@@ -1,0 +1,130 @@
+"""Benchmark: publish and fetch a ~100 MB adapter on both store backends.
+
+The adapter is PEFT-shaped (rank 16 on all seven linear layers of 20
+Llama-7B-sized layers, float32 random weights, a matching adapter_config),
+so publishing runs the real validation (without a base model), hashing and
+upload; fetching runs download, verification and the atomic cache write.
+Each repetition publishes a new version and fetches it into an empty cache.
+The S3 backend runs against a local SeaweedFS started for the run, so its
+numbers measure the store's overhead plus SeaweedFS on this machine, not a
+network. Results: bench/results/store.json (MB = 10^6 bytes).
+
+    .venv/bin/python -m bench.bench_store [--repetitions 3] [--layers 20]
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from loraplex.adapters import open_store
+
+RESULTS = Path(__file__).parent / "results" / "store.json"
+HIDDEN, INTERMEDIATE, RANK = 4096, 11008, 16
+MODULES = {  # module → (in_features, out_features), as in Llama-2-7B
+    "self_attn.q_proj": (HIDDEN, HIDDEN),
+    "self_attn.k_proj": (HIDDEN, HIDDEN),
+    "self_attn.v_proj": (HIDDEN, HIDDEN),
+    "self_attn.o_proj": (HIDDEN, HIDDEN),
+    "mlp.gate_proj": (HIDDEN, INTERMEDIATE),
+    "mlp.up_proj": (HIDDEN, INTERMEDIATE),
+    "mlp.down_proj": (INTERMEDIATE, HIDDEN),
+}
+
+
+def write_adapter(out: Path, layers: int) -> int:
+    """A PEFT LoRA adapter directory; returns the size of its files in bytes."""
+    rng = np.random.default_rng(0)
+    tensors = {}
+    for layer in range(layers):
+        for module, (fan_in, fan_out) in MODULES.items():
+            prefix = f"base_model.model.model.layers.{layer}.{module}"
+            tensors[f"{prefix}.lora_A.weight"] = rng.standard_normal(
+                (RANK, fan_in), dtype=np.float32
+            )
+            tensors[f"{prefix}.lora_B.weight"] = rng.standard_normal(
+                (fan_out, RANK), dtype=np.float32
+            )
+    out.mkdir(parents=True)
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    config = {
+        "peft_type": "LORA",
+        "base_model_name_or_path": "meta-llama/Llama-2-7b-hf",
+        "r": RANK,
+        "lora_alpha": 2 * RANK,
+        "target_modules": sorted(m.rsplit(".", 1)[1] for m in MODULES),
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+    }
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    return sum(p.stat().st_size for p in out.iterdir())
+
+
+def run_backend(url: str, adapter: Path, size: int, repetitions: int, work: Path) -> dict:
+    store = open_store(url)
+    publish, fetch = [], []
+    for rep in range(repetitions):
+        started = time.perf_counter()
+        manifest = store.publish(adapter, "big", max_rank=RANK)
+        publish.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        store.fetch(manifest.ref, work / f"cache-{rep}")
+        fetch.append(time.perf_counter() - started)
+    mb = size / 1e6
+    return {
+        "url": url,
+        "publish_s": [round(s, 3) for s in publish],
+        "fetch_s": [round(s, 3) for s in fetch],
+        "publish_MBps_median": round(mb / statistics.median(publish), 1),
+        "fetch_MBps_median": round(mb / statistics.median(fetch), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--layers", type=int, default=20, help="20 layers ≈ 100 MB")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    from tests.fixtures.s3 import SeaweedFS
+
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+        work = Path(tmp)
+        size = write_adapter(work / "adapter", args.layers)
+        print(f"adapter: {size / 1e6:.1f} MB")
+        results = {"local": run_backend(str(work / "store"), work / "adapter", size,
+                                        args.repetitions, work / "local")}  # fmt: skip
+        print("local", results["local"])
+        with SeaweedFS() as s3:
+            os.environ.update(s3.env)
+            results["s3"] = run_backend(
+                f"s3://{s3.bucket}/bench", work / "adapter", size, args.repetitions, work / "s3"
+            )
+            results["s3"]["server"] = "SeaweedFS (weed server -s3) on this machine"
+        print("s3", results["s3"])
+
+    report = {
+        "adapter": {"bytes": size, "rank": RANK, "layers": args.layers, "dtype": "float32"},
+        "repetitions": args.repetitions,
+        "backends": results,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
