@@ -33,9 +33,11 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: setup lint
+	bash scripts/ensure-promtool.sh >/dev/null
 	$(BIN)/pytest
 
 unit: setup
+	bash scripts/ensure-promtool.sh >/dev/null
 	$(BIN)/pytest -m "not engine and not slow"
 
 demo: setup

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 BASE, UNKNOWN, OTHER = "base", "unknown", "other"
+LOAD_FAILURE_REASONS = ("not_servable", "integrity", "store_unavailable", "engine")
 # From a cached 5 ms answer to a 10-minute generation.
 REQUEST_BUCKETS = (
     0.005,
@@ -122,6 +123,8 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in LOAD_FAILURE_REASONS:  # at 0 from the start, so rate() sees the first
+            self.load_failures.labels(reason)
         self.build_info = Info(
             "loraplex_build", "loraplex and vLLM versions, base model, quantization.",
             registry=registry,
