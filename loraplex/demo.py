@@ -54,7 +54,7 @@ def train_style(style: str, base: Path, store_url: str):
             "lora.alpha": 32,
             "training.epochs": 6,
             "training.batch_size": 4,
-            "training.learning_rate": 1e-3,
+            "training.learning_rate": 2e-3,
             "training.gradient_checkpointing": False,
             "output.dir": str(WORK / "runs" / style),
             "output.publish": style,
@@ -124,6 +124,9 @@ def show(client, models: list[str]) -> None:
 
 def main() -> None:
     import openai
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     from loraplex.adapters import open_store
     from loraplex.base_models.registry import resolve_base_model
