@@ -43,6 +43,14 @@ class Backend(ABC):
         """Names one level below `prefix` (folders and objects)."""
 
     @abstractmethod
+    def walk(self, prefix: str) -> list[str]:
+        """Every object under `prefix`, as keys relative to it (`v3/manifest.json`).
+
+        One listing instead of one read per version: on S3 a single LIST call
+        per thousand keys. Names starting with a dot are hidden at every level.
+        """
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove one object; nothing happens if it does not exist."""
 

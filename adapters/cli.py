@@ -10,6 +10,8 @@ from pathlib import Path
 import typer
 
 from loraplex.adapters.errors import AdapterError
+from loraplex.adapters.manifest import Manifest
+from loraplex.adapters.refs import AdapterRef
 from loraplex.adapters.store import Store, open_store
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
@@ -79,9 +81,31 @@ def list_adapters(store: str = STORE, as_json: bool = JSON) -> None:
 @app.command()
 def show(ref: str = typer.Argument(...), store: str = STORE, as_json: bool = JSON) -> None:
     """Show the manifest of REF (name, name@N or name:alias)."""
-    manifest = _run(store, lambda s: s.resolve(ref))
-    data = manifest.model_dump(mode="json")
-    _print(data, as_json, json.dumps(data, indent=2))
+    manifest, aliases = _run(
+        store, lambda s: (s.resolve(ref), s.aliases(AdapterRef.parse(ref).name))
+    )
+    _print(manifest.model_dump(mode="json"), as_json, _describe(manifest, aliases))
+
+
+def _describe(m: Manifest, aliases: dict[str, int]) -> str:
+    pointing = sorted(a for a, v in aliases.items() if v == m.version)
+    fingerprint = m.base.fingerprint[:16] if m.base.fingerprint else "none (not checked)"
+    lines = [
+        f"{m.ref}" + (f"  ({', '.join(pointing)})" if pointing else ""),
+        f"  created      {m.created_at.isoformat(timespec='seconds')}",
+        f"  base model   {m.base.id}  fingerprint {fingerprint}",
+        f"  lora         r={m.lora.r} alpha={m.lora.lora_alpha:g} rslora={m.lora.use_rslora} "
+        f"targets={','.join(m.lora.target_modules)}",
+    ]
+    lines += [
+        f"  file         {f}  {e.size:,} bytes  sha256 {e.sha256[:16]}"
+        for f, e in sorted(m.files.items())
+    ]
+    if m.description:
+        lines.append(f"  description  {m.description}")
+    if m.training:
+        lines.append(f"  training     {json.dumps(m.training, sort_keys=True)}")
+    return "\n".join(lines)
 
 
 @app.command()
@@ -107,8 +131,8 @@ def rm(
     as_json: bool = JSON,
 ) -> None:
     """Delete a version."""
-    _run(store, lambda s: s.delete(ref, force=force))
-    _print({"deleted": ref}, as_json, f"deleted {ref}")
+    manifest = _run(store, lambda s: s.delete(ref, force=force))
+    _print({"deleted": manifest.ref}, as_json, f"deleted {manifest.ref}")
 
 
 @app.command()

@@ -9,11 +9,11 @@ does not.
 
 import hashlib
 import json
-import struct
 from pathlib import Path
 
 from loraplex.adapters.errors import AdapterNotServable
 from loraplex.adapters.manifest import BaseModelInfo
+from loraplex.adapters.safetensors_header import read_header
 
 ARCHITECTURE_KEYS = (
     "architectures",
@@ -31,22 +31,14 @@ ARCHITECTURE_KEYS = (
 
 def read_safetensors_header(path: Path) -> dict[str, dict]:
     """Tensor name → {"dtype", "shape", ...}; raises ValueError on a corrupt file."""
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise ValueError("file is shorter than a safetensors header")
-        (length,) = struct.unpack("<Q", raw)
-        if length > 100_000_000:
-            raise ValueError(f"header length {length} is not plausible")
-        header = json.loads(f.read(length))
-    if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
-    header.pop("__metadata__", None)
-    return header
+    return read_header(Path(path))
 
 
 def base_tensor_shapes(base_dir: Path) -> dict[str, list[int]]:
-    files = sorted(Path(base_dir).glob("*.safetensors"))
+    """Every tensor's shape, over all the base's safetensors files (sharded or not)."""
+    if not Path(base_dir).is_dir():
+        raise AdapterNotServable(f"base model {base_dir} is not a directory")
+    files = _weight_files(Path(base_dir))
     if not files:
         raise AdapterNotServable(f"base model {base_dir} has no .safetensors weights")
     shapes: dict[str, list[int]] = {}
@@ -59,15 +51,38 @@ def base_tensor_shapes(base_dir: Path) -> dict[str, list[int]]:
     return shapes
 
 
+def _weight_files(base_dir: Path) -> list[Path]:
+    """The shards the index names, else every *.safetensors file.
+
+    Some repositories ship a second copy of the weights in another layout
+    (Mistral's consolidated.safetensors): the index says which files the
+    transformers layout uses.
+    """
+    index = base_dir / "model.safetensors.index.json"
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return sorted({base_dir / shard for shard in weight_map.values()})
+    except FileNotFoundError:
+        return sorted(base_dir.glob("*.safetensors"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise AdapterNotServable(f"base model index {index} is unreadable: {exc}") from exc
+
+
 def base_config(base_dir: Path) -> dict:
     path = Path(base_dir) / "config.json"
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise AdapterNotServable(f"{path} is missing or unreadable: {exc}") from exc
+        raise AdapterNotServable(f"base model {path} is missing or unreadable: {exc}") from exc
+    if not isinstance(config, dict):
+        raise AdapterNotServable(f"base model {path} is not a JSON object")
+    return config
 
 
 def fingerprint_base_model(base_dir: Path) -> BaseModelInfo:
+    """The base's id (its folder's name) and fingerprint, from config.json and headers only."""
+    if not Path(base_dir).is_dir():
+        raise AdapterNotServable(f"base model {base_dir} is not a directory")
     config = base_config(base_dir)
     identity = {
         "config": {key: config.get(key) for key in ARCHITECTURE_KEYS},

@@ -1,22 +1,32 @@
-"""The local-directory backend: the embedded default (`file:///path` or a path)."""
+"""The local-directory backend: the embedded default (`file:///path` or a path).
+
+Opening a store creates its root (an empty directory is an empty store); a
+root that disappears afterwards (a volume unmounted, a directory removed) is
+`StoreUnavailable` on every read and write, never an empty store: a gateway
+must answer 503, not 404, and a publisher must not recreate it by accident.
+"""
 
 import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from loraplex.adapters.backend import Backend
 from loraplex.adapters.errors import StoreUnavailable
 
+# A key under a path that is a file (`notes.txt/aliases.json`) is simply absent.
+_ABSENT = (FileNotFoundError, NotADirectoryError)
+
 
 class LocalBackend(Backend):
     def __init__(self, root: Path) -> None:
-        self.root = Path(root).resolve()
+        self.root = Path(root).expanduser().resolve()
         self.url = f"file://{self.root}"
-        try:  # a local store is just a directory: an empty one is a valid store
+        try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"cannot create adapter store {self.url}: {exc}") from exc
@@ -24,10 +34,15 @@ class LocalBackend(Backend):
     def _path(self, key: str) -> Path:
         return self.root / key
 
+    def _check_root(self) -> None:
+        if not self.root.is_dir():
+            raise StoreUnavailable(f"adapter store {self.url} is gone")
+
     def read(self, key: str) -> bytes | None:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
+        except _ABSENT:
+            self._check_root()
             return None
         except OSError as exc:
             raise StoreUnavailable(f"cannot read {self.url}/{key}: {exc}") from exc
@@ -38,13 +53,17 @@ class LocalBackend(Backend):
 
     def _staged(self, key: str, data: bytes) -> Path:
         """Write `data` to a temp file beside `key` (same filesystem, so link/rename are atomic)."""
+        self._check_root()
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write {self.url}/{key}: {exc}") from exc
         return Path(tmp)
 
     def write(self, key: str, data: bytes) -> None:
@@ -68,7 +87,9 @@ class LocalBackend(Backend):
             return True
 
     @contextmanager
-    def _lock(self, key: str):
+    def _lock(self, key: str) -> Iterator[None]:
+        """An exclusive lock beside `key`, held by every compare-and-swap of it."""
+        self._check_root()
         lock_path = self._path(key).with_name(f".{self._path(key).name}.lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a") as lock:
@@ -79,19 +100,31 @@ class LocalBackend(Backend):
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def children(self, prefix: str) -> list[str]:
-        path = self._path(prefix) if prefix else self.root
-        if not self.root.is_dir():
-            raise StoreUnavailable(f"adapter store {self.url} is gone")
+        self._check_root()
         try:
-            return sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
-        except FileNotFoundError:
+            entries = self._path(prefix).iterdir() if prefix else self.root.iterdir()
+            return sorted(p.name for p in entries if not p.name.startswith("."))
+        except _ABSENT:
             return []
         except OSError as exc:
             raise StoreUnavailable(f"cannot list {self.url}/{prefix}: {exc}") from exc
 
+    def walk(self, prefix: str) -> list[str]:
+        self._check_root()
+        top = self._path(prefix) if prefix else self.root
+        keys = []
+        # os.walk skips folders that vanish under it (a concurrent delete): fine for a listing.
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = Path(folder).relative_to(top)
+            keys += [(rel / f).as_posix() for f in files if not f.startswith(".")]
+        return sorted(keys)
+
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink(missing_ok=True)
+        except NotADirectoryError:
+            pass
         except OSError as exc:
             raise StoreUnavailable(f"cannot delete {self.url}/{key}: {exc}") from exc
 

@@ -21,20 +21,25 @@ _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
 class S3Backend(Backend):
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float = 2.0, read_timeout: float = 5.0
+    ) -> None:
         parsed = urlparse(url)
         if not parsed.netloc:
             raise StoreUnavailable(f"invalid S3 store URL {url!r}: use s3://bucket/prefix")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        # read_timeout bounds each socket read, not a whole transfer, so a large
+        # adapter still downloads; a server that accepts and then says nothing
+        # costs at most (connect + read) x 2 attempts: 14 s, not botocore's minutes.
         self.client = boto3.client(
             "s3",
             endpoint_url=os.environ.get("LORAPLEX_S3_ENDPOINT_URL") or None,
             config=Config(
-                connect_timeout=2,
-                read_timeout=15,
-                retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"total_max_attempts": 2, "mode": "standard"},
                 s3={"addressing_style": "path"},
             ),
         )
@@ -85,25 +90,40 @@ class S3Backend(Backend):
             return self._put(key, data, IfNoneMatch="*")
         return self._put(key, data, IfMatch=token)
 
-    def children(self, prefix: str) -> list[str]:
-        base = (
-            self._key(prefix.rstrip("/") + "/")
-            if prefix
-            else (f"{self.prefix}/" * bool(self.prefix))
-        )
-        names: set[str] = set()
+    def _list(self, base: str, delimiter: str) -> tuple[list[str], list[str]]:
+        """(keys, common prefixes) under `base`, both relative to it, over every page."""
+        keys: list[str] = []
+        prefixes: list[str] = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=base, Delimiter="/"
+                Bucket=self.bucket, Prefix=base, **({"Delimiter": delimiter} if delimiter else {})
             )
             for page in pages:
-                names.update(
-                    p["Prefix"][len(base) :].rstrip("/") for p in page.get("CommonPrefixes", [])
-                )
-                names.update(o["Key"][len(base) :] for o in page.get("Contents", []))
+                prefixes += [p["Prefix"][len(base) :] for p in page.get("CommonPrefixes", [])]
+                keys += [o["Key"][len(base) :] for o in page.get("Contents", [])]
         except (ClientError, BotoCoreError) as exc:
             raise self._unavailable(exc) from exc
+        return keys, prefixes
+
+    def _folder(self, prefix: str) -> str:
+        """The key prefix of a folder: `name` → `<prefix>/name/`, "" → `<prefix>/`."""
+        if prefix:
+            return self._key(prefix.rstrip("/") + "/")
+        return f"{self.prefix}/" if self.prefix else ""
+
+    def children(self, prefix: str) -> list[str]:
+        keys, prefixes = self._list(self._folder(prefix), "/")
+        names = {p.rstrip("/") for p in prefixes} | set(keys)
         return sorted(n for n in names if n and not n.startswith("."))
+
+    def walk(self, prefix: str) -> list[str]:
+        keys, _ = self._list(self._folder(prefix), "")
+        # A key ending in "/" is a folder marker some servers keep, not an object.
+        return sorted(
+            k
+            for k in keys
+            if k and not k.endswith("/") and not any(p.startswith(".") for p in k.split("/"))
+        )
 
     def delete(self, key: str) -> None:
         try:  # S3 answers 204 for a key that does not exist
@@ -112,15 +132,12 @@ class S3Backend(Backend):
             raise self._unavailable(exc) from exc
 
     def delete_tree(self, prefix: str) -> None:
-        base = self._key(prefix.rstrip("/") + "/")
+        base = self._folder(prefix)
+        keys, _ = self._list(base, "")
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=base
-            )
-            for page in pages:
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if keys:
-                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+            for start in range(0, len(keys), 1000):  # DeleteObjects takes 1000 keys at most
+                batch = [{"Key": base + k} for k in keys[start : start + 1000]]
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
         except (ClientError, BotoCoreError) as exc:
             raise self._unavailable(exc) from exc
 

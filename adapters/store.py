@@ -17,12 +17,12 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
+from loraplex.adapters import cache
 from loraplex.adapters.backend import Backend
 from loraplex.adapters.errors import (
     AdapterNotFound,
@@ -30,12 +30,18 @@ from loraplex.adapters.errors import (
     AliasConflict,
     IntegrityError,
     InvalidReference,
+    StoreUnavailable,
     VersionInUse,
 )
 from loraplex.adapters.fingerprint import fingerprint_base_model
 from loraplex.adapters.manifest import BaseModelInfo, FileEntry, Manifest
 from loraplex.adapters.refs import LATEST, AdapterRef, check_name
-from loraplex.adapters.validate import ADAPTER_FILES, load_adapter_config, validate_adapter_dir
+from loraplex.adapters.validate import (
+    CONFIG_FILE,
+    parse_config,
+    read_adapter_files,
+    validate_adapter_files,
+)
 
 MANIFEST = "manifest.json"
 ALIASES = "aliases.json"
@@ -43,6 +49,8 @@ CLAIM = ".claim"
 DEFAULT_STORE = "./.loraplex/adapters"
 CAS_ATTEMPTS = 50
 VERSION_DIR = re.compile(r"v([0-9]+)")
+# A committed version, as a key under the store's root: `chat/v3/manifest.json`.
+COMMITTED = re.compile(rf"([^/]+)/v([0-9]+)/{re.escape(MANIFEST)}")
 
 
 def _as_ref(ref: str | AdapterRef) -> AdapterRef:
@@ -73,24 +81,32 @@ class Store:
     # -- reading ---------------------------------------------------------------
 
     def list_names(self) -> list[str]:
-        # Skip what cannot be an adapter (a volume's lost+found, a stray README).
-        return [n for n in self.backend.children("") if _is_name(n) and self.list_versions(n)]
+        """Names with at least one committed version, from one listing of the store."""
+        names = {m[1] for key in self.backend.walk("") if (m := COMMITTED.fullmatch(key))}
+        # Skip what cannot be an adapter (a volume's lost+found, a stray folder).
+        return sorted(n for n in names if _is_name(n))
 
     def list_versions(self, name: str) -> list[int]:
         """Committed versions only: a version without its manifest does not exist."""
         check_name(name)
-        numbers = _version_numbers(self.backend.children(name))
-        return [n for n in numbers if self.backend.read(f"{name}/v{n}/{MANIFEST}") is not None]
+        keys = self.backend.walk(name)
+        return sorted(int(m[2]) for k in keys if (m := COMMITTED.fullmatch(f"{name}/{k}")))
 
     def aliases(self, name: str) -> dict[str, int]:
         check_name(name)
         return self._parse_aliases(name, self.backend.read(f"{name}/{ALIASES}"))
 
     def _parse_aliases(self, name: str, data: bytes | None) -> dict[str, int]:
+        where = f"{self.url}/{name}/{ALIASES}"
         try:
-            return json.loads(data) if data else {}
-        except ValueError as exc:
-            raise IntegrityError(f"{self.url}/{name}/{ALIASES} is corrupt: {exc}") from exc
+            aliases = json.loads(data) if data else {}
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+            raise IntegrityError(f"{where} is corrupt: {exc}") from exc
+        if not isinstance(aliases, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in aliases.values()
+        ):
+            raise IntegrityError(f"{where} is corrupt: not an object of alias → version")
+        return aliases
 
     def resolve(self, ref: str | AdapterRef) -> Manifest:
         ref = _as_ref(ref)
@@ -128,13 +144,18 @@ class Store:
         check_name(name)
         for alias in aliases:
             check_name(alias, "alias")
-        src_dir = Path(src_dir)
-        lora = validate_adapter_dir(src_dir, base_model=base_model, max_rank=max_rank)
-        blobs = {f: (src_dir / f).read_bytes() for f in ADAPTER_FILES}
-        base = self._base_info(src_dir, base_model)
+        # Read once: the bytes validated are the bytes stored and hashed, even if
+        # a trainer rewrites the folder meanwhile.
+        blobs = read_adapter_files(Path(src_dir))
+        lora = validate_adapter_files(blobs, base_model=base_model, max_rank=max_rank)
+        base = self._base_info(parse_config(blobs[CONFIG_FILE]), base_model)
         version = self._claim_next_version(name)
-        for file, data in blobs.items():
-            self.backend.write(f"{name}/v{version}/{file}", data)
+        try:
+            for file, data in blobs.items():
+                self.backend.write(f"{name}/v{version}/{file}", data)
+        except BaseException:
+            self._abandon(name, version, blobs)
+            raise
         manifest = Manifest(
             name=name,
             version=version,
@@ -151,11 +172,22 @@ class Store:
         self._update_aliases(name, lambda current: _after_publish(current, version, aliases))
         return manifest
 
-    def _base_info(self, src_dir: Path, base_model: Path | None) -> BaseModelInfo:
+    def _base_info(self, config: dict, base_model: Path | None) -> BaseModelInfo:
         if base_model is not None:
             return fingerprint_base_model(Path(base_model))
-        named = load_adapter_config(src_dir).get("base_model_name_or_path") or "unknown"
-        return BaseModelInfo(id=Path(named).name or named, fingerprint=None)
+        named = config.get("base_model_name_or_path")
+        named = named if isinstance(named, str) and named else "unknown"
+        # A path's last part is the model's name; a hub id (`org/model`) stays whole.
+        is_path = named.startswith(("/", ".", "~")) or Path(named).is_dir()
+        return BaseModelInfo(id=Path(named).name if is_path else named)
+
+    def _abandon(self, name: str, version: int, blobs: dict[str, bytes]) -> None:
+        """Best effort: remove a failed publish's files; its claim stays, the number unused."""
+        for file in blobs:
+            try:
+                self.backend.delete(f"{name}/v{version}/{file}")
+            except StoreUnavailable:
+                return  # the store is down: the leftovers are invisible without a manifest
 
     def _claim_next_version(self, name: str) -> int:
         version = max(_version_numbers(self.backend.children(name)), default=0) + 1
@@ -166,12 +198,31 @@ class Store:
     # -- aliases -----------------------------------------------------------------
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
+        check_name(name)
         check_name(alias, "alias")
-        if version not in self.list_versions(name):
-            raise AdapterNotFound(f"adapter '{name}@{version}' does not exist in {self.url}")
-        self._update_aliases(name, lambda current: {**current, alias: version})
+        manifest_key = f"{name}/v{version}/{MANIFEST}"
+        missing = AdapterNotFound(f"adapter '{name}@{version}' does not exist in {self.url}")
 
-    def _update_aliases(self, name: str, change) -> dict[str, int]:
+        def _point(current: dict[str, int]) -> dict[str, int]:
+            if self.backend.read(manifest_key) is None:
+                raise missing
+            return {**current, alias: version}
+
+        self._update_aliases(name, _point)
+        # A delete can leave aliases.json byte for byte as it was, so the
+        # compare-and-swap above cannot see it (ABA). A delete removes the manifest
+        # before it rewrites the aliases: if the manifest is still here, that
+        # rewrite comes later and drops this alias itself; if not, undo it here.
+        if self.backend.read(manifest_key) is None:
+            self._update_aliases(
+                name,
+                lambda current: {a: v for a, v in current.items() if (a, v) != (alias, version)},
+            )
+            raise missing
+
+    def _update_aliases(
+        self, name: str, change: Callable[[dict[str, int]], dict[str, int]]
+    ) -> dict[str, int]:
         key = f"{name}/{ALIASES}"
         for _ in range(CAS_ATTEMPTS):
             data, token = self.backend.read_versioned(key)
@@ -182,7 +233,8 @@ class Store:
 
     # -- deleting ---------------------------------------------------------------
 
-    def delete(self, ref: str | AdapterRef, *, force: bool = False) -> None:
+    def delete(self, ref: str | AdapterRef, *, force: bool = False) -> Manifest:
+        """Delete one version (refused while an alias points at it, unless `force`)."""
         manifest = self.resolve(ref)
         name, version = manifest.name, manifest.version
         pointing = sorted(a for a, v in self.aliases(name).items() if v == version)
@@ -206,6 +258,7 @@ class Store:
             return kept
 
         self._update_aliases(name, _drop)
+        return manifest
 
     # -- verifying and fetching -----------------------------------------------
 
@@ -214,6 +267,8 @@ class Store:
         for file, entry in sorted(manifest.files.items()):
             data = self.backend.read(f"{manifest.name}/v{manifest.version}/{file}")
             if data is None:
+                if self.backend.read(f"{manifest.name}/v{manifest.version}/{MANIFEST}") is None:
+                    raise AdapterNotFound(f"adapter '{manifest.ref}' was deleted from {self.url}")
                 raise IntegrityError(f"{manifest.ref}: {file} is missing from the store")
             if len(data) != entry.size or _sha256(data) != entry.sha256:
                 raise IntegrityError(
@@ -234,37 +289,21 @@ class Store:
                     f"{manifest.ref} was trained for base model '{manifest.base.id}', "
                     f"not {base_model}"
                 )
-        with tempfile.TemporaryDirectory() as tmp:
-            for file, data in blobs.items():
-                (Path(tmp) / file).write_bytes(data)
-            # With a base, the tensor shapes are checked too: a version published
-            # without one has no fingerprint, and only its shapes can tell.
-            validate_adapter_dir(
-                Path(tmp), base_model=base_model, max_rank=max(manifest.lora.r, 16)
-            )
+        # With a base, the tensor shapes are checked too: a version published
+        # without one has no fingerprint, and only its shapes can tell.
+        validate_adapter_files(blobs, base_model=base_model, max_rank=max(manifest.lora.r, 16))
         return manifest
 
     def fetch(self, ref: str | AdapterRef, cache_dir: Path) -> Path:
-        """`<cache_dir>/<name>/v<N>`, every hash verified; a complete entry is reused."""
+        """`<cache_dir>/<name>/v<N>`, every hash verified; a complete entry is reused.
+
+        Safe to call concurrently for the same version (see cache.py).
+        """
         manifest = self.resolve(ref)
-        target = Path(cache_dir) / manifest.name / f"v{manifest.version}"
-        if (target / MANIFEST).is_file():
-            return target
-        blobs = self._verified_blobs(manifest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=target.parent))
-        try:
-            for file, data in blobs.items():
-                (staging / file).write_bytes(data)
-            (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2))
-            try:
-                os.rename(staging, target)
-            except OSError:
-                if not (target / MANIFEST).is_file():  # not a concurrent fetcher's entry
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
+        entry = cache.entry_path(Path(cache_dir), manifest)
+        if cache.is_complete(entry, manifest):
+            return entry
+        return cache.install(entry, manifest, self._verified_blobs(manifest))
 
     def pull(self, ref: str | AdapterRef, out_dir: Path) -> Manifest:
         """Write a verified copy of a version's adapter files to `out_dir`."""
@@ -289,10 +328,20 @@ def open_store(url: str | None = None) -> Store:
     Default: $LORAPLEX_STORE, else ./.loraplex/adapters.
     """
     url = url or os.environ.get("LORAPLEX_STORE") or DEFAULT_STORE
-    if url.startswith("s3://"):
+    scheme = urlparse(url).scheme
+    if scheme == "s3":
         from loraplex.adapters.s3 import S3Backend
 
         return Store(S3Backend(url))
     from loraplex.adapters.local import LocalBackend
 
-    return Store(LocalBackend(Path(url.removeprefix("file://"))))
+    if scheme == "file":
+        parsed = urlparse(url)
+        if parsed.netloc not in ("", "localhost"):
+            raise StoreUnavailable(f"store URL {url!r} names a remote host; use file:///path")
+        return Store(LocalBackend(Path(unquote(parsed.path))))
+    if "://" in url:
+        raise StoreUnavailable(
+            f"unsupported store URL {url!r}: use a path, file:///path or s3://bucket/prefix"
+        )
+    return Store(LocalBackend(Path(url)))

@@ -2,19 +2,25 @@
 
 Each check has its own message saying what is wrong and what to do, so an
 adapter that would fail in the engine (or worse, be served wrongly) never
-enters the store. The same code gates the trainer's export.
+enters the store. Validation runs on the bytes that will be stored (publish
+reads the files once, then checks and stores those same bytes); the trainer's
+export uses `validate_adapter_dir` on its output.
+
+Without a base model only the structural checks run; with one, target
+modules, tensor names and shapes are checked against the base's own
+safetensors headers (lora_A is [r, in_features] and lora_B is
+[out_features, r] of the base linear weight), so any architecture works.
 """
 
 import json
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from loraplex.adapters.errors import AdapterNotServable
-from loraplex.adapters.fingerprint import (
-    base_tensor_shapes,
-    fingerprint_base_model,
-    read_safetensors_header,
-)
+from loraplex.adapters.fingerprint import base_tensor_shapes, fingerprint_base_model
 from loraplex.adapters.manifest import LoraSettings
+from loraplex.adapters.safetensors_header import parse_header
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -37,19 +43,49 @@ UNSERVED_FEATURES = {
 SERVED_INITS = ("gaussian", "eva", "orthogonal", "mica", "lora_ga")
 
 
-def load_adapter_config(adapter_dir: Path) -> dict:
-    path = Path(adapter_dir) / CONFIG_FILE
-    if not Path(adapter_dir).is_dir():
+# -- reading -------------------------------------------------------------------
+
+
+def read_adapter_files(adapter_dir: Path) -> dict[str, bytes]:
+    """The adapter's two files, read once; each missing file has its own message."""
+    adapter_dir = Path(adapter_dir)
+    if not adapter_dir.is_dir():
         raise AdapterNotServable(f"{adapter_dir} is not a directory")
-    if not path.is_file():
+    if not (adapter_dir / CONFIG_FILE).is_file():
         raise AdapterNotServable(f"{adapter_dir} is not a PEFT adapter: {CONFIG_FILE} is missing")
+    if not (adapter_dir / WEIGHTS_FILE).is_file():
+        hint = " (adapter_model.bin found: save with safe_serialization=True)" * (
+            (adapter_dir / "adapter_model.bin").is_file()
+        )
+        raise AdapterNotServable(f"{WEIGHTS_FILE} is missing in {adapter_dir}{hint}")
+    blobs = {}
+    for file in ADAPTER_FILES:
+        try:
+            blobs[file] = (adapter_dir / file).read_bytes()
+        except OSError as exc:
+            raise AdapterNotServable(f"{adapter_dir / file} is unreadable: {exc}") from exc
+    return blobs
+
+
+def parse_config(data: bytes) -> dict:
     try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise AdapterNotServable(f"{path} is unreadable: {exc}") from exc
+        config = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AdapterNotServable(f"{CONFIG_FILE} is unreadable: {exc}") from exc
     if not isinstance(config, dict):
-        raise AdapterNotServable(f"{path} is not a JSON object")
+        raise AdapterNotServable(f"{CONFIG_FILE} is not a JSON object")
     return config
+
+
+def lora_tensor_shapes(data: bytes) -> dict[str, list[int]]:
+    try:
+        header = parse_header(memoryview(data), len(data))  # no copy of the tensor bytes
+    except ValueError as exc:
+        raise AdapterNotServable(f"{WEIGHTS_FILE} is corrupt: {exc}") from exc
+    return {name: info["shape"] for name, info in header.items()}
+
+
+# -- the adapter's own config --------------------------------------------------
 
 
 def check_config(config: dict, max_rank: int) -> LoraSettings:
@@ -58,7 +94,7 @@ def check_config(config: dict, max_rank: int) -> LoraSettings:
             f"not a LoRA adapter: peft_type is {config.get('peft_type')!r}; only LORA is served"
         )
     r = config.get("r")
-    if not isinstance(r, int) or r not in VLLM_RANK_SLOTS:
+    if not isinstance(r, int) or isinstance(r, bool) or r not in VLLM_RANK_SLOTS:
         raise AdapterNotServable(f"rank {r} is not a vLLM rank slot; use {_nearest_slots(r)}")
     if r > max_rank:
         raise AdapterNotServable(
@@ -80,19 +116,32 @@ def check_config(config: dict, max_rank: int) -> LoraSettings:
                 f"{key} is set: per-module ranks or alphas are not served by vLLM"
             )
     _check_features(config)
+    if "lora_alpha" not in config:
+        raise AdapterNotServable(
+            f"{CONFIG_FILE} has no lora_alpha, which vLLM requires; add the value it was "
+            "trained with (PEFT's default is 8)"
+        )
     targets = config.get("target_modules")
     if isinstance(targets, str):
         targets = [targets]
     if not targets:
         raise AdapterNotServable("target_modules is empty: the adapter changes nothing")
+    if not isinstance(targets, list):
+        raise AdapterNotServable(f"target_modules {targets!r} is not a list of module names")
     if bad := sorted(set(targets) & UNSERVABLE_MODULES):
         raise AdapterNotServable(f"LoRA on {', '.join(bad)} is not served; target linear layers")
-    return LoraSettings(
-        r=r,
-        lora_alpha=config.get("lora_alpha", r),
-        use_rslora=bool(config.get("use_rslora", False)),
-        target_modules=sorted(targets),
-    )
+    try:
+        return LoraSettings(
+            r=r,
+            lora_alpha=config["lora_alpha"],
+            use_rslora=config.get("use_rslora") or False,
+            target_modules=sorted(targets),
+        )
+    except (ValidationError, TypeError) as exc:
+        first = str(exc).splitlines()[1:3] if isinstance(exc, ValidationError) else [str(exc)]
+        raise AdapterNotServable(
+            f"{CONFIG_FILE} has an invalid value: {' '.join(s.strip() for s in first)}"
+        ) from exc
 
 
 def _check_features(config: dict) -> None:
@@ -108,33 +157,30 @@ def _check_features(config: dict) -> None:
 
 
 def _nearest_slots(r: object) -> str:
-    if not isinstance(r, int):
+    if not isinstance(r, int) or isinstance(r, bool):
         return "one of " + ", ".join(map(str, VLLM_RANK_SLOTS))
     lower = max((s for s in VLLM_RANK_SLOTS if s < r), default=None)
     upper = min((s for s in VLLM_RANK_SLOTS if s > r), default=None)
     return " or ".join(str(s) for s in (lower, upper) if s is not None)
 
 
-def read_lora_tensors(adapter_dir: Path) -> dict[str, list[int]]:
-    path = Path(adapter_dir) / WEIGHTS_FILE
-    if not path.is_file():
-        hint = " (adapter_model.bin found: save with safe_serialization=True)" * (
-            (Path(adapter_dir) / "adapter_model.bin").is_file()
-        )
-        raise AdapterNotServable(f"{WEIGHTS_FILE} is missing in {adapter_dir}{hint}")
-    try:
-        header = read_safetensors_header(path)
-    except (OSError, ValueError) as exc:
-        raise AdapterNotServable(f"{WEIGHTS_FILE} is corrupt: {exc}") from exc
-    return {name: info.get("shape", []) for name, info in header.items()}
+# -- the tensors, alone and against the base -----------------------------------
 
 
-def check_tensors(tensors: dict[str, list[int]], settings: LoraSettings, base_dir: Path | None):
+def check_tensors(
+    tensors: dict[str, list[int]],
+    settings: LoraSettings,
+    base_shapes: dict[str, list[int]] | None,
+) -> None:
     if not tensors:
         raise AdapterNotServable(f"{WEIGHTS_FILE} holds no tensors")
-    base_shapes = base_tensor_shapes(base_dir) if base_dir is not None else None
-    for name, shape in tensors.items():
+    for name, shape in sorted(tensors.items()):
         module, kind = _split_lora_name(name)
+        partner = name.replace(f".{kind}.", ".lora_B." if kind == "lora_A" else ".lora_A.")
+        if partner not in tensors:
+            raise AdapterNotServable(
+                f"tensor {partner} is missing: every LoRA module needs both lora_A and lora_B"
+            )
         if len(shape) != 2:
             raise AdapterNotServable(f"tensor {name} has shape {shape}; LoRA weights are 2-D")
         rank = shape[0] if kind == "lora_A" else shape[1]
@@ -142,21 +188,27 @@ def check_tensors(tensors: dict[str, list[int]], settings: LoraSettings, base_di
             raise AdapterNotServable(
                 f"tensor {name} has rank {rank}, the config says r={settings.r}"
             )
-        if base_shapes is None:
-            continue
-        base_weight = f"{module}.weight"
-        if base_weight not in base_shapes:
-            short = module.rsplit(".", 1)[-1]
-            raise AdapterNotServable(
-                f"target module {short} ({module}) does not exist in the base model"
-            )
-        out_features, in_features = base_shapes[base_weight][:2]
-        want = [settings.r, in_features] if kind == "lora_A" else [out_features, settings.r]
-        if shape != want:
-            raise AdapterNotServable(
-                f"tensor {name} has shape {shape}, but the base model needs {want}: "
-                "the adapter was trained for a different base model"
-            )
+        if base_shapes is not None:
+            _check_against_base(name, shape, module, kind, settings.r, base_shapes)
+
+
+def _check_against_base(
+    name: str, shape: list[int], module: str, kind: str, r: int, base_shapes: dict
+) -> None:
+    base_weight = base_shapes.get(f"{module}.weight")
+    if base_weight is None:
+        raise AdapterNotServable(
+            f"tensor {name} targets {module}, which does not exist in the base model"
+        )
+    if len(base_weight) != 2:
+        raise AdapterNotServable(f"{module} is not a linear layer of the base model")
+    out_features, in_features = base_weight
+    want = [r, in_features] if kind == "lora_A" else [out_features, r]
+    if shape != want:
+        raise AdapterNotServable(
+            f"tensor {name} has shape {shape}, but the base model needs {want}: "
+            "the adapter was trained for a different base model"
+        )
 
 
 def _split_lora_name(name: str) -> tuple[str, str]:
@@ -170,28 +222,67 @@ def _split_lora_name(name: str) -> tuple[str, str]:
     raise AdapterNotServable(f"tensor {name} is not a LoRA A/B weight")
 
 
+def check_target_modules(config: dict, settings: LoraSettings, base_shapes: dict) -> None:
+    """Every name in target_modules must be a linear layer of the base (PEFT's suffix rule)."""
+    if isinstance(config.get("target_modules"), str):
+        return  # a regular expression: the tensor names are checked instead
+    modules = {
+        n.removesuffix(".weight"): s for n, s in base_shapes.items() if n.endswith(".weight")
+    }
+    for target in settings.target_modules:
+        found = [s for m, s in modules.items() if m == target or m.endswith(f".{target}")]
+        if found and all(len(s) == 2 for s in found):
+            continue
+        if found:
+            raise AdapterNotServable(
+                f"target module {target} is not a linear layer of the base model "
+                f"(its weight has shape {found[0]}); LoRA applies to linear layers"
+            )
+        linear = sorted({m.rsplit(".", 1)[-1] for m, s in modules.items() if len(s) == 2})
+        raise AdapterNotServable(
+            f"target module {target} does not exist in the base model; its linear layers are "
+            + ", ".join(n for n in linear if n not in UNSERVABLE_MODULES)
+        )
+
+
 def check_base_model(config: dict, base_dir: Path) -> None:
     """If the adapter names a local base directory, it must be the same model."""
     named = config.get("base_model_name_or_path")
-    if not named or not Path(named).is_dir() or Path(named).resolve() == Path(base_dir).resolve():
+    if not isinstance(named, str) or not named or not Path(named).is_dir():
+        return  # a hub id, or a path on the machine that trained it
+    if Path(named).resolve() == Path(base_dir).resolve():
         return
-    theirs = fingerprint_base_model(Path(named)).fingerprint
-    ours = fingerprint_base_model(base_dir).fingerprint
-    if theirs != ours:
+    try:
+        theirs = fingerprint_base_model(Path(named)).fingerprint
+    except AdapterNotServable:
+        return  # not a model folder: the tensor shapes still have to fit
+    if theirs != fingerprint_base_model(base_dir).fingerprint:
         raise AdapterNotServable(
             f"the adapter was trained on {named}, which is a different model from {base_dir}"
         )
+
+
+# -- entry points ---------------------------------------------------------------
+
+
+def validate_adapter_files(
+    blobs: dict[str, bytes], base_model: Path | None = None, max_rank: int = 16
+) -> LoraSettings:
+    """Check an adapter's bytes ({file: bytes}); return the settings for its manifest."""
+    config = parse_config(blobs[CONFIG_FILE])
+    settings = check_config(config, max_rank)
+    tensors = lora_tensor_shapes(blobs[WEIGHTS_FILE])
+    base_shapes = None
+    if base_model is not None:
+        check_base_model(config, Path(base_model))
+        base_shapes = base_tensor_shapes(Path(base_model))
+        check_target_modules(config, settings, base_shapes)
+    check_tensors(tensors, settings, base_shapes)
+    return settings
 
 
 def validate_adapter_dir(
     adapter_dir: Path, base_model: Path | None = None, max_rank: int = 16
 ) -> LoraSettings:
     """Check everything vLLM needs; return the LoRA settings for the manifest."""
-    adapter_dir = Path(adapter_dir)
-    config = load_adapter_config(adapter_dir)
-    settings = check_config(config, max_rank)
-    tensors = read_lora_tensors(adapter_dir)
-    if base_model is not None:
-        check_base_model(config, Path(base_model))
-    check_tensors(tensors, settings, Path(base_model) if base_model is not None else None)
-    return settings
+    return validate_adapter_files(read_adapter_files(adapter_dir), base_model, max_rank)

@@ -3,7 +3,9 @@
 The adapter is PEFT-shaped (rank 16 on all seven linear layers of 20
 Llama-7B-sized layers, float32 random weights, a matching adapter_config),
 so publishing runs the real validation (without a base model), hashing and
-upload; fetching runs download, verification and the atomic cache write.
+upload; fetching runs download, verification and the atomic cache write;
+a second fetch of the same version measures the cached path the gateway
+takes afterwards (resolve, compare manifests, stat the files).
 Each repetition publishes a new version and fetches it into an empty cache.
 The S3 backend runs against a local SeaweedFS started for the run, so its
 numbers measure the store's overhead plus SeaweedFS on this machine, not a
@@ -69,7 +71,7 @@ def write_adapter(out: Path, layers: int) -> int:
 
 def run_backend(url: str, adapter: Path, size: int, repetitions: int, work: Path) -> dict:
     store = open_store(url)
-    publish, fetch = [], []
+    publish, fetch, cached = [], [], []
     for rep in range(repetitions):
         started = time.perf_counter()
         manifest = store.publish(adapter, "big", max_rank=RANK)
@@ -77,14 +79,36 @@ def run_backend(url: str, adapter: Path, size: int, repetitions: int, work: Path
         started = time.perf_counter()
         store.fetch(manifest.ref, work / f"cache-{rep}")
         fetch.append(time.perf_counter() - started)
+        started = time.perf_counter()  # the gateway's path once an entry is cached
+        store.fetch(manifest.ref, work / f"cache-{rep}")
+        cached.append(time.perf_counter() - started)
     mb = size / 1e6
     return {
-        "url": url,
+        "url": store.url,
         "publish_s": [round(s, 3) for s in publish],
         "fetch_s": [round(s, 3) for s in fetch],
+        "fetch_cached_ms": [round(s * 1000, 1) for s in cached],
         "publish_MBps_median": round(mb / statistics.median(publish), 1),
         "fetch_MBps_median": round(mb / statistics.median(fetch), 1),
     }
+
+
+def machine() -> dict:
+    info = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next(
+            line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line
+        )
+        meminfo = Path("/proc/meminfo").read_text().split()
+        info["memory_GiB"] = round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    return info
 
 
 def main() -> None:
@@ -115,11 +139,7 @@ def main() -> None:
         "adapter": {"bytes": size, "rank": RANK, "layers": args.layers, "dtype": "float32"},
         "repetitions": args.repetitions,
         "backends": results,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

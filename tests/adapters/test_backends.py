@@ -52,6 +52,29 @@ def test_children_lists_one_level_and_hides_dot_names(backend):
     assert backend.children("missing") == []
 
 
+def test_walk_lists_every_key_below_and_hides_dot_names(backend):
+    backend.write("chat/v1/manifest.json", b"{}")
+    backend.write("chat/v1/adapter_config.json", b"{}")
+    backend.write("chat/v2/.claim", b"")
+    backend.write("chat/aliases.json", b"{}")
+    backend.write("other/v1/x", b"")
+    assert backend.walk("chat") == ["aliases.json", "v1/adapter_config.json", "v1/manifest.json"]
+    assert backend.walk("") == [
+        "chat/aliases.json",
+        "chat/v1/adapter_config.json",
+        "chat/v1/manifest.json",
+        "other/v1/x",
+    ]
+    assert backend.walk("missing") == []
+
+
+def test_a_key_under_a_file_is_absent(backend):
+    backend.write("notes.txt", b"a file")
+    assert backend.read("notes.txt/aliases.json") is None
+    assert backend.children("notes.txt") == []
+    assert backend.walk("notes.txt") == []
+
+
 def test_delete_and_delete_tree(backend):
     backend.write("chat/v1/a", b"1")
     backend.write("chat/v1/b", b"2")

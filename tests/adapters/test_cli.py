@@ -50,8 +50,17 @@ def test_the_whole_workflow(store_url, adapter_dir, tiny_model_dir, tmp_path):
     ]
     assert ok("list", *s).split() == ["chat", "versions", "1,2", "canary→2", "latest→2"]
 
-    assert ok_json("show", "chat:canary", *s)["version"] == 2
-    assert json.loads(ok("show", "chat@1", *s))["version"] == 1
+    shown = ok_json("show", "chat:canary", *s)
+    assert (shown["version"], shown["lora"]["r"], shown["description"]) == (2, 8, "second")
+    text = ok("show", "chat:canary", *s).splitlines()
+    assert text[0] == "chat@2  (canary, latest)"
+    assert text[2].split()[:3] == ["base", "model", tiny_model_dir.name]
+    assert "r=8 alpha=16 rslora=False targets=k_proj,o_proj,q_proj,v_proj" in text[3]
+    assert [line.split()[1] for line in text if line.startswith("  file")] == [
+        "adapter_config.json", "adapter_model.safetensors",
+    ]  # fmt: skip
+    assert text[-1] == "  description  second"
+    assert "fingerprint none (not checked)" in ok("show", "chat@1", *s)
 
     assert ok_json("alias", "chat", "prod", "1", *s) == {
         "name": "chat", "alias": "prod", "version": 1,
@@ -68,8 +77,10 @@ def test_the_whole_workflow(store_url, adapter_dir, tiny_model_dir, tmp_path):
     assert ok_json("verify", "chat@1", *s) == {"verified": "chat@1"}
 
     assert "is the target of alias(es) prod" in fails("rm", "chat@1", *s)
-    assert ok_json("rm", "chat@1", "--force", *s) == {"deleted": "chat@1"}
+    assert ok_json("rm", "chat:prod", "--force", *s) == {"deleted": "chat@1"}
     assert ok_json("list", *s)[0]["versions"] == [2]
+    assert ok("rm", "chat", "--force", *s) == "deleted chat@2\n"
+    assert ok_json("list", *s) == []
 
 
 def test_empty_store_lists_nothing(tmp_path):
@@ -142,3 +153,21 @@ def test_the_installed_command_prints_one_line_and_loads_no_torch(tmp_path):
     )
     assert result.stdout.strip() == "heavy: [] exit: 1"
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: adapter 'nope'")
+
+
+def test_verify_and_pull_of_a_tampered_version_name_the_file(adapter_dir, tmp_path):
+    store = str(tmp_path / "store")
+    ok("push", str(adapter_dir), "--name", "chat", "--store", store)
+    stored = tmp_path / "store" / "chat" / "v1" / "adapter_model.safetensors"
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    for args in (("verify", "chat"), ("pull", "chat", str(tmp_path / "out"))):
+        line = fails(*args, "--store", store)
+        assert "chat@1: adapter_model.safetensors does not match its manifest" in line
+
+
+def test_push_of_a_folder_that_is_no_adapter(tmp_path):
+    (tmp_path / "empty").mkdir()
+    line = fails("push", str(tmp_path / "empty"), "--name", "chat", "--store", str(tmp_path / "s"))
+    assert line.endswith("is not a PEFT adapter: adapter_config.json is missing")

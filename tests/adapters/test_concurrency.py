@@ -9,7 +9,9 @@ import multiprocessing
 import traceback
 from collections.abc import Callable
 
-from loraplex.adapters import open_store
+import pytest
+
+from loraplex.adapters import AdapterNotFound, open_store
 
 WORKERS = 8
 
@@ -70,3 +72,39 @@ def test_racing_moves_of_one_alias_leave_one_winner(store_url, store, adapter_di
     run_together(WORKERS, lambda i: open_store(store_url).set_alias("chat", "prod", i + 1))
     assert store.aliases("chat")["prod"] in range(1, WORKERS + 1)
     assert store.aliases("chat")["latest"] == WORKERS
+
+
+def test_concurrent_fetches_of_one_version_share_one_complete_entry(
+    store_url, store, adapter_dir, tmp_path
+):
+    store.publish(adapter_dir, "chat")
+    cache = tmp_path / "cache"
+    paths = run_together(WORKERS, lambda i: str(open_store(store_url).fetch("chat@1", cache)))
+    assert set(paths) == {str(cache / "chat" / "v1")}
+    for file in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (cache / "chat" / "v1" / file).read_bytes() == (adapter_dir / file).read_bytes()
+    assert sorted(p.name for p in (cache / "chat").iterdir()) == ["v1"]  # no staging left
+
+
+def test_an_alias_move_racing_a_delete_never_points_at_the_deleted_version(
+    store_url, store, adapter_dir
+):
+    # The worst interleaving, forced: another process deletes v1 (forced) in the
+    # gap between the mover reading aliases.json and writing it back.
+    store.publish(adapter_dir, "chat")
+    store.publish(adapter_dir, "chat")
+    mover = open_store(store_url)
+    replace_if, raced = mover.backend.replace_if, []
+
+    def replace_if_after_a_delete(key: str, data: bytes, token: str | None) -> bool:
+        if not raced:
+            raced.append(True)
+            open_store(store_url).delete("chat@1", force=True)
+        return replace_if(key, data, token)
+
+    mover.backend.replace_if = replace_if_after_a_delete
+    with pytest.raises(AdapterNotFound, match="'chat@1' does not exist"):
+        mover.set_alias("chat", "prod", 1)
+    assert raced
+    assert store.list_versions("chat") == [2]
+    assert store.aliases("chat") == {"latest": 2}

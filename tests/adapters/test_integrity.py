@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from loraplex.adapters import IntegrityError, Store
+from loraplex.adapters import AdapterNotFound, IntegrityError, Store
 
 
 def flip_a_byte(store: Store, key: str, offset: int = 100) -> None:
@@ -38,6 +38,15 @@ def test_a_missing_file_is_refused(store: Store, adapter_dir, tmp_path):
         store.fetch("chat", tmp_path / "cache")
 
 
+def test_a_version_deleted_during_a_fetch_is_not_found_not_corrupt(
+    store: Store, adapter_dir, tmp_path
+):
+    manifest = store.publish(adapter_dir, "chat")
+    store.delete("chat@1", force=True)  # after the fetcher resolved it
+    with pytest.raises(AdapterNotFound, match="'chat@1' was deleted from"):
+        store._verified_blobs(manifest)
+
+
 def test_a_truncated_file_is_refused(store: Store, adapter_dir):
     store.publish(adapter_dir, "chat")
     key = "chat/v1/adapter_model.safetensors"
@@ -46,9 +55,10 @@ def test_a_truncated_file_is_refused(store: Store, adapter_dir):
         store.verify("chat")
 
 
-def test_a_corrupt_aliases_file_is_an_integrity_error(store: Store, adapter_dir):
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"latest": "1"}', b"\xff\xfe"])
+def test_a_corrupt_aliases_file_is_an_integrity_error(store: Store, adapter_dir, content):
     store.publish(adapter_dir, "chat")
-    store.backend.write("chat/aliases.json", b"{not json")
+    store.backend.write("chat/aliases.json", content)
     with pytest.raises(IntegrityError, match=re.escape("/chat/aliases.json is corrupt")):
         store.resolve("chat")
     with pytest.raises(IntegrityError, match="is corrupt"):

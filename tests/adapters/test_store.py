@@ -13,9 +13,11 @@ from loraplex.adapters import (
     AdapterNotFound,
     AdapterNotServable,
     InvalidReference,
+    Manifest,
     Store,
     VersionInUse,
     fingerprint_base_model,
+    open_store,
 )
 from loraplex.adapters.validate import ADAPTER_FILES
 from tests.adapters.conftest import edit_config
@@ -124,7 +126,11 @@ def test_list_names_skips_what_is_not_an_adapter(store: Store, adapter_dir):
     store.publish(adapter_dir, "chat")
     store.backend.write("README.md", b"the team's adapters")
     store.backend.write("lost+found/x", b"")  # the root of a mounted volume
+    store.backend.write("notes.txt", b"a file where a name could be")
+    store.backend.write("drafts/v1/adapter_config.json", b"{}")  # never committed
     assert store.list_names() == ["chat"]
+    assert store.list_versions("notes.txt") == []
+    assert store.aliases("notes.txt") == {}
 
 
 def test_set_alias_points_and_moves(store: Store, adapter_dir):
@@ -204,6 +210,37 @@ def test_fetch_reuses_a_complete_cache_entry(store: Store, adapter_dir, tmp_path
     again = store.fetch("chat:latest", tmp_path / "cache")
     assert again == first
     assert {p.name: p.stat().st_mtime_ns for p in again.iterdir()} == stamps
+
+
+def test_fetch_replaces_a_cache_entry_of_other_weights(
+    store: Store, adapter_dir, copy_adapter, tmp_path
+):
+    # Another store (or this one, wiped and refilled) once held different chat@1
+    # weights in the same cache: the entry must not be served for these.
+    other = edit_config(copy_adapter(), lora_dropout=0.25)
+    open_store(str(tmp_path / "other-store")).publish(other, "chat")
+    open_store(str(tmp_path / "other-store")).fetch("chat@1", tmp_path / "cache")
+    manifest = store.publish(adapter_dir, "chat")
+    path = store.fetch("chat@1", tmp_path / "cache")
+    assert sha256(path / "adapter_config.json") == sha256(adapter_dir / "adapter_config.json")
+    assert Manifest.model_validate_json((path / "manifest.json").read_text()) == manifest
+    assert sorted(p.name for p in path.parent.iterdir()) == ["v1"]
+
+
+@pytest.mark.parametrize("damage", ["file-removed", "manifest-removed", "file-cut"])
+def test_fetch_repairs_a_damaged_cache_entry(store: Store, adapter_dir, tmp_path, damage):
+    store.publish(adapter_dir, "chat")
+    path = store.fetch("chat", tmp_path / "cache")
+    weights = path / "adapter_model.safetensors"
+    if damage == "file-removed":
+        weights.unlink()
+    elif damage == "manifest-removed":
+        (path / "manifest.json").unlink()
+    else:
+        weights.write_bytes(weights.read_bytes()[:-10])
+    assert store.fetch("chat", tmp_path / "cache") == path
+    assert sha256(weights) == sha256(adapter_dir / "adapter_model.safetensors")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["v1"]
 
 
 def test_pull_writes_a_verified_copy(store: Store, adapter_dir, tmp_path):

@@ -1,11 +1,16 @@
 """A store that cannot be reached says so, quickly, as `StoreUnavailable`."""
 
 import shutil
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from loraplex.adapters import StoreUnavailable, open_store
+from loraplex.adapters import Store, StoreUnavailable, open_store
+from loraplex.adapters.s3 import S3Backend
 from tests.fixtures.s3 import CREDENTIALS, free_ports
 
 
@@ -16,11 +21,26 @@ def test_a_local_store_that_cannot_be_created(tmp_path):
 
 
 def test_a_local_store_removed_under_a_running_process(tmp_path, adapter_dir):
-    store = open_store(f"file://{tmp_path / 'store'}")
+    # An unmounted volume must read as "unavailable" (503), never as "empty" (404),
+    # and a publisher must not quietly recreate the root.
+    root = tmp_path / "store"
+    store = open_store(f"file://{root}")
     store.publish(adapter_dir, "chat")
-    shutil.rmtree(tmp_path / "store")
-    with pytest.raises(StoreUnavailable, match=f"adapter store file://{tmp_path}/store is gone"):
-        store.list_names()
+    shutil.rmtree(root)
+    gone = f"adapter store file://{root} is gone"
+    for attempt in (
+        store.list_names,
+        lambda: store.list_versions("chat"),
+        lambda: store.aliases("chat"),
+        lambda: store.resolve("chat"),
+        lambda: store.resolve("chat@1"),
+        lambda: store.fetch("chat@1", tmp_path / "cache"),
+        lambda: store.publish(adapter_dir, "chat"),
+        lambda: store.set_alias("chat", "prod", 1),
+    ):
+        with pytest.raises(StoreUnavailable, match=gone):
+            attempt()
+    assert not root.exists()
 
 
 @pytest.mark.s3
@@ -50,3 +70,50 @@ def test_an_s3_endpoint_nobody_listens_on_fails_fast(monkeypatch, tmp_path):
 def test_an_s3_url_without_a_bucket():
     with pytest.raises(StoreUnavailable, match="use s3://bucket/prefix"):
         open_store("s3:///prefix")
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers (a hung store)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_an_s3_endpoint_that_never_answers_times_out(monkeypatch):
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    with silent_server() as port:
+        monkeypatch.setenv("LORAPLEX_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        store = Store(S3Backend("s3://adapters/prod", read_timeout=0.5))
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="s3://adapters/prod is unreachable"):
+            store.resolve("chat")
+        assert time.monotonic() - started < 3  # two attempts of half a second, not a hang
+
+
+def test_the_s3_client_keeps_short_timeouts_and_few_retries():
+    config = S3Backend("s3://adapters/prod").client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (2.0, 5.0)
+    assert config.retries["total_max_attempts"] == 2  # one try and one retry

@@ -5,6 +5,7 @@ model) with one thing broken: a config key edited, or the safetensors file
 rewritten with the `safetensors` library.
 """
 
+import json
 import shutil
 
 import pytest
@@ -73,6 +74,33 @@ def test_refuses_corrupt_safetensors(copy_adapter, content):
     refused(adapter, "adapter_model.safetensors is corrupt")
 
 
+def test_refuses_truncated_safetensors(copy_adapter):
+    path = copy_adapter() / "adapter_model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[:-1])
+    refused(path.parent, "adapter_model.safetensors is corrupt: the file is truncated: tensor")
+
+
+def test_refuses_safetensors_with_trailing_bytes(copy_adapter):
+    path = copy_adapter() / "adapter_model.safetensors"
+    path.write_bytes(path.read_bytes() + b"\0" * 16)
+    refused(path.parent, "adapter_model.safetensors is corrupt: the tensors take")
+
+
+def test_refuses_safetensors_whose_header_lies_about_a_shape(copy_adapter):
+    path = copy_adapter() / "adapter_model.safetensors"
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    header[Q_A]["shape"] = [8, 64]  # the data is still 8 x 128 floats
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + length :])
+    refused(
+        path.parent, f"adapter_model.safetensors is corrupt: tensor {Q_A}: 4096 bytes for shape"
+    )
+
+
 def test_refuses_safetensors_without_tensors(copy_adapter):
     adapter = rewrite_tensors(copy_adapter(), lambda tensors: {})
     refused(adapter, "holds no tensors")
@@ -92,6 +120,26 @@ def test_refuses_a_rank_above_the_servers_maximum(copy_adapter):
 
 def test_accepts_a_higher_rank_when_the_server_allows_it(adapter_dir):
     assert validate_adapter_dir(adapter_dir, max_rank=8).r == 8
+
+
+def test_refuses_a_rank_that_is_not_a_number(copy_adapter):
+    refused(
+        edit_config(copy_adapter(), r=True), "rank True is not a vLLM rank slot; use one of 1, 8"
+    )
+
+
+def test_refuses_a_config_without_lora_alpha(copy_adapter):
+    refused(edit_config(copy_adapter(), lora_alpha=None), "has no lora_alpha, which vLLM requires")
+
+
+def test_refuses_a_config_with_an_invalid_value(copy_adapter):
+    refused(edit_config(copy_adapter(), lora_alpha="strong"), "has an invalid value: lora_alpha")
+
+
+def test_refuses_a_config_that_is_not_an_object(copy_adapter):
+    adapter = copy_adapter()
+    (adapter / "adapter_config.json").write_text("[1, 2]")
+    refused(adapter, "adapter_config.json is not a JSON object")
 
 
 def test_refuses_dora(copy_adapter):
@@ -138,16 +186,49 @@ def test_refuses_empty_target_modules(copy_adapter):
 
 
 def test_refuses_a_target_module_the_base_lacks(copy_adapter, tiny_model_dir):
-    def rename(tensors):
-        return {k.replace("q_proj", "foo_proj"): v for k, v in tensors.items()}
-
-    adapter = rewrite_tensors(copy_adapter(), rename)
-    edit_config(adapter, target_modules=["foo_proj", "k_proj", "v_proj", "o_proj"])
+    adapter = edit_config(copy_adapter(), target_modules=["q_proj", "c_attn"])
     refused(
         adapter,
-        "target module foo_proj (model.layers.0.self_attn.foo_proj) does not exist in the base",
+        "target module c_attn does not exist in the base model; its linear layers are "
+        "down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj",
         base_model=tiny_model_dir,
     )
+
+
+def test_refuses_a_target_module_that_is_not_linear(copy_adapter, tiny_model_dir):
+    adapter = edit_config(copy_adapter(), target_modules=["q_proj", "input_layernorm"])
+    refused(
+        adapter,
+        "target module input_layernorm is not a linear layer of the base model "
+        "(its weight has shape [128])",
+        base_model=tiny_model_dir,
+    )
+
+
+def test_target_modules_match_by_suffix_as_in_peft(copy_adapter, tiny_model_dir):
+    targets = ["self_attn.q_proj", "k_proj", "v_proj", "model.layers.0.self_attn.o_proj"]
+    adapter = edit_config(copy_adapter(), target_modules=targets)
+    assert validate_adapter_dir(adapter, base_model=tiny_model_dir).r == 8
+
+
+def test_refuses_tensors_for_a_layer_the_base_lacks(copy_adapter, tiny_model_dir):
+    # A regular expression in target_modules leaves the tensor names to be checked.
+    def move(tensors):
+        return {k.replace("layers.1.", "layers.7."): v for k, v in tensors.items()}
+
+    adapter = rewrite_tensors(copy_adapter(), move)
+    edit_config(adapter, target_modules=r".*\.(q|k|v|o)_proj")
+    refused(
+        adapter,
+        "targets model.layers.7.self_attn.k_proj, which does not exist in the base model",
+        base_model=tiny_model_dir,
+    )
+
+
+def test_refuses_a_lora_a_without_its_lora_b(copy_adapter):
+    q_b = Q_A.replace("lora_A", "lora_B")
+    adapter = rewrite_tensors(copy_adapter(), lambda t: {k: v for k, v in t.items() if k != q_b})
+    refused(adapter, f"tensor {q_b} is missing: every LoRA module needs both lora_A and lora_B")
 
 
 def test_refuses_tensor_shapes_that_do_not_fit_the_base(copy_adapter, tiny_model_dir):
