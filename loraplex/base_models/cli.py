@@ -12,7 +12,10 @@ def make_tiny_model(
     """Write a tiny random Llama (hidden 128, 2 layers, BPE tokenizer, ChatML) for tests."""
     from loraplex.base_models.tiny import make_tiny_model as make
 
-    typer.echo(make(out_dir, seed=seed))
+    try:
+        typer.echo(make(out_dir, seed=seed))
+    except OSError as exc:
+        _fail(f"cannot write {out_dir}: {exc.strerror or exc}")
 
 
 def make_model(
@@ -26,8 +29,14 @@ def make_model(
     try:
         typer.echo(make(name, out_dir))
     except BaseModelUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write {out_dir}: {exc.strerror or exc}")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

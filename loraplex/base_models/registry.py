@@ -5,10 +5,12 @@
 name, or nothing (the embedded default, SmolLM2-135M-Instruct).
 """
 
+import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from loraplex.base_models.errors import BaseModelUnavailable
@@ -57,8 +59,16 @@ def make_model(name: str, out_dir: Path) -> Path:
     return out_dir
 
 
-def resolve_base_model(name_or_path: str | Path | None, cache_dir: Path | None = None) -> Path:
-    """A directory as given, or a known model prepared once into the cache."""
+def resolve_base_model(
+    name_or_path: str | Path | None, cache_dir: str | Path | None = None
+) -> Path:
+    """A directory as given, or a known model prepared once into the cache.
+
+    Preparation goes through a temporary directory and a rename, so a killed
+    preparer never leaves a half model under `models/<name>`; concurrent
+    preparers on one machine wait for each other on a lock file, and on
+    filesystems without locks the rename still lets exactly one of them win.
+    """
     name = str(name_or_path) if name_or_path else DEFAULT_BASE_MODEL
     if Path(name).is_dir():
         return Path(name)
@@ -66,14 +76,26 @@ def resolve_base_model(name_or_path: str | Path | None, cache_dir: Path | None =
         raise BaseModelUnavailable(
             f"base model '{name}' is neither a directory nor a known name ({', '.join(MAKERS)})"
         )
-    target = (cache_dir or cache_root()) / "models" / name
-    if not (target / "config.json").is_file():
-        try:
-            make_model(name, target)
-        except (OSError, BaseModelUnavailable) as exc:
-            if (target / "config.json").is_file():
-                return target  # a concurrent preparer finished first
-            if isinstance(exc, BaseModelUnavailable):
-                raise
-            raise BaseModelUnavailable(f"cannot prepare {name} in {target}: {exc}") from exc
+    target = (Path(cache_dir) if cache_dir else cache_root()) / "models" / name
+    if (target / "config.json").is_file():
+        return target
+    try:
+        with _preparing(target):
+            if not (target / "config.json").is_file():  # else prepared while we waited
+                make_model(name, target)
+    except (OSError, BaseModelUnavailable) as exc:
+        if (target / "config.json").is_file():
+            return target  # a concurrent preparer finished first
+        if isinstance(exc, BaseModelUnavailable):
+            raise
+        raise BaseModelUnavailable(f"cannot prepare {name} in {target}: {exc}") from exc
     return target
+
+
+@contextmanager
+def _preparing(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `.<name>.lock` beside `target` (released if we die)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

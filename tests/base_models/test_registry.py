@@ -1,5 +1,10 @@
 """Known base models by name: a directory is used as is, a name is prepared once."""
 
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
 from loraplex.base_models.errors import BaseModelUnavailable
@@ -32,7 +37,65 @@ def test_a_known_name_is_prepared_once_into_the_cache_and_reused(tmp_path, tiny_
 
     assert resolve_base_model("tiny", cache_dir=cache) == path
     assert {p.name: p.stat().st_mtime_ns for p in path.iterdir()} == stamps  # not rebuilt
-    assert [p.name for p in (cache / "models").iterdir()] == ["tiny"]  # no staging left
+    # No staging directory left beside it, only the preparers' lock file.
+    assert sorted(p.name for p in (cache / "models").iterdir()) == [".tiny.lock", "tiny"]
+
+
+def test_a_prepared_model_is_readable_by_everyone(tmp_path):
+    # save_pretrained writes the weights 0600 and mkdtemp makes 0700 directories:
+    # a cache prepared by one user (an image build) must serve another.
+    path = resolve_base_model("tiny", cache_dir=tmp_path / "cache")
+    assert path.stat().st_mode & 0o777 == 0o755
+    assert {p.name: p.stat().st_mode & 0o777 for p in path.iterdir()} == {
+        p.name: 0o644 for p in path.iterdir()
+    }
+
+
+PREPARE = """
+import sys
+from loraplex.base_models.registry import resolve_base_model
+print(resolve_base_model("tiny", cache_dir=sys.argv[1]))
+"""
+
+
+def test_concurrent_preparers_all_get_the_one_model(tmp_path, tiny_model_dir):
+    cache = tmp_path / "cache"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PREPARE, str(cache)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    target = cache / "models" / "tiny"
+    assert [(rc, out.strip()) for rc, out, _ in results] == [(0, str(target))] * 3, results
+    assert sorted(p.name for p in (cache / "models").iterdir()) == [".tiny.lock", "tiny"]
+    for path in tiny_model_dir.iterdir():
+        assert (target / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_a_killed_preparer_leaves_no_half_model_and_no_held_lock(tmp_path, tiny_model_dir):
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-c", PREPARE, str(cache)])
+    models = cache / "models"
+    deadline = time.monotonic() + 60
+    # The staging directory exists from the start; the maker then spends
+    # seconds importing torch, so the kill lands mid-preparation.
+    while not (models.is_dir() and any(p.name.startswith(".tiny-") for p in models.iterdir())):
+        assert proc.poll() is None and time.monotonic() < deadline, "preparer never started"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (models / "tiny").exists()
+
+    # The next preparer neither waits on the dead one's lock nor trips on its staging.
+    path = resolve_base_model("tiny", cache_dir=cache)
+    assert (path / "model.safetensors").read_bytes() == (
+        tiny_model_dir / "model.safetensors"
+    ).read_bytes()
 
 
 def test_no_name_means_the_default_model(tmp_path):

@@ -67,6 +67,29 @@ def test_tokenizer_has_the_chatml_template_and_im_end_as_eos(tokenizer, tiny_mod
     assert ids[-1] == tokenizer.eos_token_id
 
 
+def test_tokenizer_config_carries_the_template_and_the_context_length(tiny_model_dir):
+    import json
+
+    from loraplex.base_models.tiny import CHAT_TEMPLATE
+
+    config = json.loads((tiny_model_dir / "tokenizer_config.json").read_text())
+    assert config["chat_template"] == CHAT_TEMPLATE  # for readers of this file alone
+    assert (tiny_model_dir / "chat_template.jinja").read_text() == CHAT_TEMPLATE
+    assert config["model_max_length"] == 2048
+    assert (config["eos_token"], config["pad_token"]) == ("<|im_end|>", "<|endoftext|>")
+
+
+def test_weights_are_float32_safetensors(tiny_model_dir):
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(tiny_model_dir / "model.safetensors", "pt") as f:
+        assert f.metadata() == {"format": "pt"}  # no timestamps: same seed, same bytes
+        names = set(f.keys())
+        assert {f.get_tensor(n).dtype for n in names} == {torch.float32}
+    assert {"lm_head.weight", "model.embed_tokens.weight"} <= names  # untied
+
+
 def test_tokenizer_round_trips_text(tokenizer):
     text = "Hello world, the capital of France is Paris. ¿Qué tal? 123"
     assert tokenizer.decode(tokenizer(text).input_ids) == text
