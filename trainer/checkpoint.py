@@ -29,7 +29,8 @@ class TrainState:
 
     step: int = 0  # optimizer steps done
     trained_tokens: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall time in steps
+    train_cpu_seconds: float = 0.0  # this process's CPU time in steps (steadier when shared)
     losses: list[float] = field(default_factory=list)  # per step
     epochs: list[dict] = field(default_factory=list)  # per epoch: train and eval loss
 

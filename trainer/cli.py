@@ -20,7 +20,7 @@ FLAG_SETTINGS = {
     "data": "data.train",
     "eval_data": "data.eval",
     "eval_fraction": "data.eval_fraction",
-    "format": "data.format",
+    "data_format": "data.format",
     "max_length": "data.max_length",
     "too_long": "data.too_long",
     "packing": "data.packing",
@@ -54,7 +54,9 @@ def train(
     data: list[Path] = typer.Option(None, help="Training JSONL file (repeatable)."),
     eval_data: list[Path] = typer.Option(None, help="Evaluation JSONL file (repeatable)."),
     eval_fraction: float = typer.Option(None, help="Hold out this fraction of train for eval."),
-    format: str = typer.Option(None, help="auto, chat, prompt-completion or alpaca."),
+    data_format: str = typer.Option(
+        None, "--format", help="auto, chat, prompt-completion or alpaca."
+    ),
     max_length: int = typer.Option(None, help="Most tokens per example."),
     too_long: str = typer.Option(None, help="drop or truncate examples over max length."),
     packing: bool = typer.Option(None, "--packing/--no-packing", help="Pack examples."),
@@ -89,15 +91,32 @@ def train(
     """Fine-tune a LoRA or QLoRA adapter and (with --publish) put it in the store."""
     given = dict(locals())
     flags = {name: given[name] for name in FLAG_SETTINGS if given[name] not in (None, [], ())}
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    log_to_stderr()
     try:
         run(config, flags, resume=resume, show=show_example, progress=progress)
+    except KeyboardInterrupt:
+        typer.echo(
+            "interrupted: nothing was published; run again with --resume to continue "
+            "(from the last checkpoint, if --checkpoint-every was set)",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     except Exception as exc:
         message = user_error(exc)
         if message is None:
             raise
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(1) from None
+
+
+def log_to_stderr() -> None:
+    """The trainer's log lines (data problems, summaries) as plain lines on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("loraplex.trainer")
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def run(config_path: Path | None, flags: dict, *, resume: bool, show: bool, progress: bool):

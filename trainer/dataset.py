@@ -6,7 +6,9 @@ every problem reported as `file:line: reason`) before the model is loaded.
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from loraplex.trainer.config import DataSettings
 from loraplex.trainer.data import DataFile, Problem, read_data_file
@@ -37,7 +39,7 @@ class Datasets:
 
 
 def _read_and_render(
-    paths, settings: DataSettings, renderer: ChatRenderer, summaries, problems
+    paths, settings: DataSettings, renderer: ChatRenderer, summaries, problems, report
 ) -> list[Example]:
     examples: list[Example] = []
     for path in paths:
@@ -45,7 +47,9 @@ def _read_and_render(
         rendered, too_long, counts = render_examples(
             renderer, data.conversations, settings.max_length, settings.too_long
         )
-        problems += data.problems + too_long
+        for problem in data.problems + too_long:
+            problems.append(problem)
+            report(problem)
         examples += rendered
         summaries.append(
             FileSummary(
@@ -53,7 +57,7 @@ def _read_and_render(
                 sha256=data.sha256,
                 format=data.format,
                 records=data.records,
-                invalid=len(data.problems),
+                invalid=len(data.problems) + counts["refused"],
                 dropped=counts["dropped"],
                 truncated=counts["truncated"],
                 examples=len(rendered),
@@ -62,18 +66,35 @@ def _read_and_render(
     return examples
 
 
-def prepare_datasets(settings: DataSettings, tokenizer, seed: int) -> Datasets:
-    """Read, validate and render train (and eval) data; refuse a run with nothing to train."""
+def prepare_datasets(
+    settings: DataSettings,
+    tokenizer,
+    seed: int,
+    report: Callable[[Problem], None] = lambda problem: None,
+) -> Datasets:
+    """Read, validate and render train (and eval) data; refuse a run with nothing to train.
+
+    `report` sees every problem as it is found, so they are all shown even when
+    the run then stops for want of a valid example.
+    """
     renderer = ChatRenderer(tokenizer)
     summaries: list[FileSummary] = []
     problems: list[Problem] = []
-    train = _read_and_render(settings.train, settings, renderer, summaries, problems)
+    read = partial(
+        _read_and_render,
+        settings=settings,
+        renderer=renderer,
+        summaries=summaries,
+        problems=problems,
+        report=report,
+    )
+    train = read(settings.train)
     if not train:
         raise DataError(_nothing_valid("training", summaries))
     eval_examples: list[Example] = []
     if settings.eval:
         before = len(summaries)
-        eval_examples = _read_and_render(settings.eval, settings, renderer, summaries, problems)
+        eval_examples = read(settings.eval)
         if not eval_examples:
             raise DataError(_nothing_valid("evaluation", summaries[before:]))
     elif settings.eval_fraction:

@@ -11,13 +11,17 @@
 adapter's config records, and what vLLM matches its LoRA layers against.
 """
 
+import json
 import logging
 from pathlib import Path
 
 import torch
 
+from loraplex.trainer.attention import NAME as PACKED_ATTENTION
 from loraplex.trainer.config import LoraSettings
 
+# Model types whose layers hand `position_ids` to the attention function.
+PER_EXAMPLE_ATTENTION_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 # bitsandbytes warns on import that an optional CPU kernel package is missing;
 # its own fallback works, so the warning is noise for a user.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
@@ -41,7 +45,25 @@ def base_dtype(method: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load_base(base_model: Path, method: str, device: torch.device):
+def pick_attention(base_model: Path, device: torch.device) -> str:
+    """Per-example attention for packed rows on CPU, where it is known to be honoured.
+
+    It needs the layers to hand `position_ids` to the attention function (the
+    Llama family in transformers 5 does). Elsewhere, and on CUDA, transformers'
+    sdpa keeps packed examples apart with its block-diagonal mask instead.
+    """
+    config = json.loads((Path(base_model) / "config.json").read_text())
+    if device.type == "cpu" and config.get("model_type") in PER_EXAMPLE_ATTENTION_MODEL_TYPES:
+        return PACKED_ATTENTION
+    return "sdpa"
+
+
+def uses_per_example_attention(model: torch.nn.Module) -> bool:
+    """True when packed rows may be laid end to end in one sequence (no padding at all)."""
+    return model.config._attn_implementation == PACKED_ATTENTION
+
+
+def load_base(base_model: Path, method: str, device: torch.device, attention: str):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     quantization = None
@@ -57,7 +79,7 @@ def load_base(base_model: Path, method: str, device: torch.device):
         dtype=base_dtype(method, device),
         quantization_config=quantization,
         device_map={"": device},
-        attn_implementation="sdpa",
+        attn_implementation=attention,
     )
 
 
@@ -96,9 +118,14 @@ def load_model(
     lora: LoraSettings,
     device: torch.device,
     gradient_checkpointing: bool,
+    attention: str | None = None,
 ):
-    """The base model with fresh LoRA layers, ready to train (LoRA weights are fp32)."""
-    model = load_base(base_model, method, device)
+    """The base model with fresh LoRA layers, ready to train (LoRA weights are fp32).
+
+    `attention`: "sdpa" or "loraplex_packed"; by default `pick_attention`'s choice.
+    """
+    attention = attention or pick_attention(base_model, device)
+    model = load_base(base_model, method, device, attention)
     model.config.use_cache = False
     keep_4bit_weights_trainable(model)
     for param in model.parameters():

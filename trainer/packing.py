@@ -7,7 +7,9 @@ attention mask, transformers reads those restarts as sequence boundaries
 and builds a block-diagonal causal mask (`find_packed_sequence_indices` in
 `transformers.masking_utils`), so no token attends across examples. The
 tail of a row is padding laid out as one more sequence (its own positions,
-no targets): it attends only to itself and changes nothing.
+no targets): it attends only to itself and changes nothing. With per-example
+attention (attention.py) the rows of a micro-batch go end to end in a single
+sequence instead, and there is no padding to compute at all.
 """
 
 from dataclasses import dataclass
@@ -101,8 +103,21 @@ def _tensor(rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long)
 
 
-def collate(examples: list[Example], rows, packing: bool, pad_id: int) -> Batch:
+def collate_flat(examples: list[Example], rows) -> Batch:
+    """All examples of the micro-batch end to end in one sequence: no padding at all.
+
+    Only for per-example attention (attention.py), whose cost does not grow
+    with the length of the sequence, only with the lengths of the examples.
+    """
+    indices = [i for row in rows for i in row]
+    length = sum(len(examples[i]) for i in indices)
+    return collate_packed(examples, [indices], length, pad_id=0)
+
+
+def collate(examples: list[Example], rows, packing: bool, pad_id: int, flat: bool = False):
     """A micro-batch of the plan (rows of example indices) as tensors."""
+    if packing and flat:
+        return collate_flat(examples, rows)
     if packing:
         length = max(sum(len(examples[i]) for i in row) for row in rows)
         return collate_packed(examples, [list(row) for row in rows], length, pad_id)

@@ -33,6 +33,7 @@ class TrainingRecord(BaseModel):
     trained_tokens: int
     train_seconds: float
     tokens_per_second: float
+    train_cpu_seconds: float
     peak_memory_bytes: int
     final_loss: float | None
     final_eval_loss: float | None
@@ -75,6 +76,7 @@ def make_record(
         trained_tokens=state.trained_tokens,
         train_seconds=round(state.train_seconds, 3),
         tokens_per_second=round(state.trained_tokens / max(state.train_seconds, 1e-9), 1),
+        train_cpu_seconds=round(state.train_cpu_seconds, 3),
         peak_memory_bytes=peak_memory,
         final_loss=state.losses[-1] if state.losses else None,
         final_eval_loss=eval_losses[-1] if eval_losses else None,

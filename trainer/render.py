@@ -18,6 +18,8 @@ with wrong labels.
 
 from dataclasses import dataclass
 
+import jinja2
+
 from loraplex.trainer.data import Conversation, Problem
 from loraplex.trainer.errors import TemplateError
 
@@ -109,11 +111,20 @@ def render_examples(
     max_length: int,
     too_long: str,
 ) -> tuple[list[Example], list[Problem], dict[str, int]]:
-    """Render all; drop or truncate examples over `max_length` tokens, with counts."""
+    """Render all; drop or truncate examples over `max_length` tokens, with counts.
+
+    A conversation the template itself refuses (templates may raise, e.g. on
+    roles that do not alternate) is a problem of that record, not of the run.
+    """
     examples, problems = [], []
-    counts = {"dropped": 0, "truncated": 0}
+    counts = {"dropped": 0, "truncated": 0, "refused": 0}
     for conversation in conversations:
-        example = renderer.render(conversation)
+        try:
+            example = renderer.render(conversation)
+        except jinja2.TemplateError as exc:  # e.g. "roles must alternate user/assistant"
+            problems.append(Problem(conversation.source, f"the chat template refuses it: {exc}"))
+            counts["refused"] += 1
+            continue
         if len(example) > max_length:
             over = f"{len(example)} tokens, longer than max_length {max_length}"
             if too_long == "truncate":

@@ -45,7 +45,13 @@ from loraplex.trainer.config import TrainConfig
 from loraplex.trainer.dataset import Datasets, prepare_datasets
 from loraplex.trainer.export import export_adapter, publish_adapter
 from loraplex.trainer.loop import evaluate, train_step
-from loraplex.trainer.model import load_model, load_tokenizer, pick_device, trainable_parameters
+from loraplex.trainer.model import (
+    load_model,
+    load_tokenizer,
+    pick_device,
+    trainable_parameters,
+    uses_per_example_attention,
+)
 from loraplex.trainer.monitor import Monitor, peak_memory_bytes
 from loraplex.trainer.optim import make_optimizer, make_scheduler
 from loraplex.trainer.packing import collate
@@ -109,10 +115,10 @@ def setup(config: TrainConfig, base_model: Path, data: Datasets, tokenizer) -> S
     plan = plan_run([len(e) for e in data.train], **plan_settings(config))
     optimizer = make_optimizer(params, config.training, config.method, device)
     scheduler = make_scheduler(optimizer, config.training, len(plan))
-    pad = pad_id(tokenizer)
+    pad, flat = pad_id(tokenizer), uses_per_example_attention(model)
 
     def batch(examples, micro_batch):
-        return collate(examples, micro_batch, config.data.packing, pad)
+        return collate(examples, micro_batch, config.data.packing, pad, flat)
 
     return Session(model, params, optimizer, scheduler, plan, device, batch)
 
@@ -127,7 +133,15 @@ def restore(run: RunDir, s: Session) -> TrainState:
     return state
 
 
-def loop(config, s: Session, data: Datasets, run: RunDir, state: TrainState, progress, on_step):
+def loop(
+    config: TrainConfig,
+    s: Session,
+    data: Datasets,
+    run: RunDir,
+    state: TrainState,
+    progress: bool,
+    on_step: Callable[[TrainState], None] | None,
+) -> None:
     """Every remaining step of the plan; eval at each epoch's end; checkpoints."""
     eval_plan = plan_eval([len(e) for e in data.eval], **plan_settings(config, eval=True))
     eval_batches = [s.batch(data.eval, mb) for mb in eval_plan]
@@ -138,7 +152,7 @@ def loop(config, s: Session, data: Datasets, run: RunDir, state: TrainState, pro
     try:
         for index in range(state.step, len(s.plan)):
             step = s.plan[index]
-            started = time.monotonic()
+            started, cpu_started = time.monotonic(), time.process_time()
             batches = [s.batch(data.train, mb) for mb in step.micro_batches]
             result = train_step(
                 s.model, batches, s.optimizer, s.scheduler, s.params,
@@ -147,6 +161,7 @@ def loop(config, s: Session, data: Datasets, run: RunDir, state: TrainState, pro
             state.step += 1
             state.trained_tokens += result.tokens
             state.train_seconds += time.monotonic() - started
+            state.train_cpu_seconds += time.process_time() - cpu_started
             state.losses.append(result.loss)
             monitor.step(state.step, result)
             if step.last_of_epoch:
@@ -160,7 +175,14 @@ def loop(config, s: Session, data: Datasets, run: RunDir, state: TrainState, pro
         monitor.close()
 
 
-def finish(config, base_model: Path, s: Session, data: Datasets, run: RunDir, state: TrainState):
+def finish(
+    config: TrainConfig,
+    base_model: Path,
+    s: Session,
+    data: Datasets,
+    run: RunDir,
+    state: TrainState,
+) -> TrainResult:
     """Export the adapter through the gate, write the record, publish."""
     record = make_record(
         config,
@@ -185,9 +207,9 @@ def finish(config, base_model: Path, s: Session, data: Datasets, run: RunDir, st
 
 def load_data(config: TrainConfig, tokenizer) -> Datasets:
     """Read, validate and render the data; report every problem and what was kept."""
-    data = prepare_datasets(config.data, tokenizer, config.training.seed)
-    for problem in data.problems:
-        log.warning("%s", problem)
+    data = prepare_datasets(
+        config.data, tokenizer, config.training.seed, report=lambda p: log.warning("%s", p)
+    )
     for f in data.files:
         log.info(
             "%s (%s): %d records → %d examples (%d invalid, %d too long dropped, %d truncated)",

@@ -35,7 +35,12 @@ def write_jsonl(path: Path, records: list) -> Path:
 
 
 def chat(question: str, answer: str) -> dict:
-    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+    return {
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ]
+    }
 
 
 def make_config(base_model: Path, run_dir: Path, **sections) -> TrainConfig:

@@ -72,13 +72,14 @@ def test_prompt_completion_problems(tmp_path, record, reason):
 
 
 def test_chat_problems_name_the_message(tmp_path):
+    user, answer = {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}
     records = [
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 3}]},
-        {"messages": [{"role": "user", "content": "q", "weight": 1}, {"role": "assistant", "content": "a"}]},
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 2}]},
-        {"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]},
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": []},
-    ]  # fmt: skip
+        {"messages": [user, {"role": "assistant", "content": 3}]},
+        {"messages": [{**user, "weight": 1}, answer]},
+        {"messages": [user, {**answer, "weight": 2}]},
+        {"messages": [user, {"role": "system", "content": "s"}, answer]},
+        {"messages": [user, answer], "tools": []},
+    ]
     path = write_jsonl(tmp_path / "d.jsonl", records)
     reasons = [p.reason for p in read_data_file(path, "chat").problems]
     assert reasons == [

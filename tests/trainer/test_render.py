@@ -94,12 +94,33 @@ def test_show_example_marks_trained_tokens(tokenizer):
 
 def test_truncation_keeps_labels_aligned(tokenizer):
     conversation = Conversation(
-        (Message("user", "q " * 10), Message("assistant", "a " * 40, True)), "x:1"
+        (Message("user", "q"), Message("assistant", "a " * 40, True)), "x:1"
     )
-    examples, problems, counts = render_examples(
+    examples, _, counts = render_examples(
         ChatRenderer(tokenizer), [conversation], max_length=30, too_long="truncate"
     )
     (example,) = examples
-    assert len(example) == 30 and counts == {"dropped": 0, "truncated": 1}
-    assert all(label in (IGNORE, token) for token, label in zip(example.input_ids, example.labels))
+    assert len(example) == 30 and counts == {"dropped": 0, "truncated": 1, "refused": 0}
+    assert all(
+        label in (IGNORE, token)
+        for token, label in zip(example.input_ids, example.labels, strict=True)
+    )
     assert example.trained_tokens > 0
+
+
+def test_a_conversation_the_template_refuses_is_a_record_problem(tokenizer):
+    strict = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    strict.chat_template = (
+        "{% for m in messages %}{% if m.role == 'system' %}"
+        "{{ raise_exception('system messages are not supported') }}{% endif %}"
+        "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    conversations = read_data_file(DATA / "chat.jsonl").conversations[:2]  # 1st has a system turn
+    examples, problems, counts = render_examples(
+        ChatRenderer(strict), conversations, max_length=256, too_long="drop"
+    )
+    assert len(examples) == 1 and counts["refused"] == 1
+    assert str(problems[0]) == (
+        f"{DATA / 'chat.jsonl'}:1: the chat template refuses it: system messages are not supported"
+    )
