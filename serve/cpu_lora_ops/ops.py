@@ -1,49 +1,108 @@
-"""Grouped LoRA ops for the CPU: one matrix multiply per adapter in the batch.
+"""Grouped LoRA ops for the CPU: one matrix multiply per group of rows, not per token.
 
 Drop-in replacements for the six ops of `vllm/lora/ops/torch_ops/lora_ops.py`
-(same signatures, same results), with two differences:
+(same signatures, same results within float tolerance), with two differences:
 
-- a token whose LoRA index is -1 (no adapter) is left alone, as vLLM's GPU
+- a row whose LoRA index is -1 (no adapter) is left alone, as vLLM's GPU
   kernels do; vLLM 0.32's CPU ops index the weight stack with -1 and so give
-  such tokens the *last* slot's adapter (vllm-project/vllm#48421);
+  such rows the *last* slot's adapter (vllm-project/vllm#48421);
 - instead of gathering a whole weight matrix per token (`weights[indices]`,
-  then a batched einsum), tokens are grouped by slot and each group does one
-  `x @ W.T`. With one adapter for the whole batch there is no gather at all.
+  then a batched einsum), rows are grouped by slot (see plan.py) and each
+  group does one matmul, written straight into the output with `addmm_`
+  where the rows are contiguous.
 
-The grouping of a token-index tensor is computed once and reused by every
-layer of the same forward pass (vLLM passes the same index buffer to each).
+As in vLLM's ops, the arithmetic runs in the output tensor's dtype (the
+shrink buffer is float32, the layer output is the model's dtype); weights
+are stacks `[slots, out, in]` or `[slots, 1, out, in]`.
 """
 
 import torch
 
-_last_indices: torch.Tensor | None = None
-_last_groups: list[tuple[int, torch.Tensor | None]] = []
-
-
-def _groups(indices: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
-    """[(slot, rows)] for each slot >= 0 present; rows None means every token.
-
-    Every LoRA layer of one forward pass gets the same indices, so the last
-    grouping is reused when the indices are equal (a cheap O(tokens) check).
-    """
-    global _last_indices, _last_groups
-    if (
-        _last_indices is not None
-        and _last_indices.shape == indices.shape
-        and torch.equal(_last_indices, indices)
-    ):
-        return _last_groups
-    slots = torch.unique(indices).tolist()
-    if len(slots) == 1:
-        groups = [] if slots[0] < 0 else [(int(slots[0]), None)]
-    else:
-        groups = [(int(s), torch.nonzero(indices == s).squeeze(1)) for s in slots if s >= 0]
-    _last_indices, _last_groups = indices.clone(), groups
-    return groups
+from loraplex.serve.cpu_lora_ops.plan import Plan, plan_for_runs, plan_for_tokens
 
 
 def _stack(weights: torch.Tensor) -> torch.Tensor:
     return weights.squeeze(1) if weights.dim() == 4 else weights
+
+
+def _apply(
+    inputs: torch.Tensor,
+    weights: torch.Tensor,
+    target: torch.Tensor,
+    plan: Plan,
+    *,
+    add: bool,
+    scale: float = 1.0,
+) -> None:
+    """target[r] (+)= scale * inputs[r] @ weights[slot(r)].T for every planned row r.
+
+    `target` is a (rows, width) view of the output; `weights` is [slots, >=width, in].
+    """
+    if inputs.shape[0] != plan.num_rows or target.shape[0] != plan.num_rows:
+        # vLLM's ops fail here too; slicing would silently drop rows instead.
+        raise ValueError(
+            f"LoRA op: {plan.num_rows} row indices for {inputs.shape[0]} input rows "
+            f"and {target.shape[0]} output rows"
+        )
+    width, dtype = target.shape[1], target.dtype
+    if plan.kind == "runs":
+        beta = 1.0 if add else 0.0  # beta 0 ignores what was there, NaN included
+        for slot, start, end in plan.runs:
+            w = weights[slot, :width].to(dtype)
+            x = inputs[start:end].to(dtype)
+            target[start:end].addmm_(x, w.T, beta=beta, alpha=scale)
+    elif plan.kind == "padded":
+        _apply_padded(inputs, weights, target, plan, add=add, scale=scale)
+    elif plan.kind == "sorted":
+        x = inputs.index_select(0, plan.rows).to(dtype)
+        y = torch.empty(x.shape[0], width, dtype=dtype)
+        for slot, (a, b) in zip(plan.slot_list, plan.bounds, strict=True):
+            torch.mm(x[a:b], weights[slot, :width].to(dtype).T, out=y[a:b])
+        if scale != 1.0:
+            y.mul_(scale)
+        _scatter(target, plan.rows, y, add=add)
+
+
+def _apply_padded(
+    inputs: torch.Tensor,
+    weights: torch.Tensor,
+    target: torch.Tensor,
+    plan: Plan,
+    *,
+    add: bool,
+    scale: float,
+) -> None:
+    """All slots in one bmm over a padded [slots, max_rows, in] block of rows."""
+    width, dtype = target.shape[1], target.dtype
+    n_slots, max_rows = len(plan.slot_list), plan.max_rows
+    block = inputs.index_select(0, plan.pad_sources).to(dtype).view(n_slots, max_rows, -1)
+    # Every slot present (slots ascending, unique): the stack itself, no copy.
+    w = weights if n_slots == weights.shape[0] else weights.index_select(0, plan.slots)
+    w = w[:, :width].to(dtype)
+    # One extra zero row: what rows without a slot gather (see below).
+    y = torch.empty(n_slots * max_rows + 1, width, dtype=dtype)
+    torch.bmm(block, w.transpose(1, 2), out=y[:-1].view(n_slots, max_rows, width))
+    if scale != 1.0:
+        y.mul_(scale)
+    if add and not target.is_contiguous():
+        # A column slice: one dense gather and add beats a scatter into it.
+        y[-1].zero_()
+        target.add_(y.index_select(0, plan.row_sources))
+    else:
+        _scatter(target, plan.rows, y.index_select(0, plan.pad_positions), add=add)
+
+
+def _scatter(target: torch.Tensor, rows: torch.Tensor, y: torch.Tensor, *, add: bool) -> None:
+    """target[rows] (+)= y, leaving every other row as it was."""
+    if target.is_contiguous():
+        (target.index_add_ if add else target.index_copy_)(0, rows, y)
+    elif add:
+        # index_add_ into a column slice is slow; one dense add is not.
+        full = torch.zeros(target.shape, dtype=y.dtype)
+        full.index_copy_(0, rows, y)
+        target.add_(full)
+    else:
+        target[rows] = y
 
 
 def bgmv_shrink(
@@ -54,41 +113,8 @@ def bgmv_shrink(
     scaling: float = 1.0,
 ) -> None:
     weights = _stack(lora_b_weights)
-    rank = weights.shape[1]
-    dtype = output_tensor.dtype
-    for slot, rows in _groups(lora_indices_tensor):
-        w = weights[slot].to(dtype)
-        if rows is None:
-            output_tensor[:, :rank] = scaling * (inputs.to(dtype) @ w.T)
-        else:
-            output_tensor[rows, :rank] = scaling * (inputs[rows].to(dtype) @ w.T)
-
-
-def _expand_into(
-    inputs: torch.Tensor,
-    weights: torch.Tensor,
-    output_tensor: torch.Tensor,
-    lora_indices_tensor: torch.Tensor,
-    columns: slice,
-    width: int,
-    add_inputs: bool,
-) -> None:
-    dtype = output_tensor.dtype
-    for slot, rows in _groups(lora_indices_tensor):
-        w = weights[slot, :width].to(dtype)
-        if rows is None:
-            result = inputs.to(dtype) @ w.T
-            target = output_tensor[:, columns]
-            if add_inputs:
-                target += result
-            else:
-                target.copy_(result)
-        else:
-            result = inputs[rows].to(dtype) @ w.T
-            if add_inputs:
-                output_tensor[rows, columns] += result
-            else:
-                output_tensor[rows, columns] = result
+    target = output_tensor[:, : weights.shape[1]]
+    _apply(inputs, weights, target, plan_for_tokens(lora_indices_tensor), add=False, scale=scaling)
 
 
 def bgmv_expand(
@@ -100,16 +126,13 @@ def bgmv_expand(
 ) -> None:
     weights = _stack(lora_b_weights)
     # Adapter and model may pad their widths differently (as in vLLM's op).
-    width = min(weights.shape[1], output_tensor.shape[1])
-    if inputs.shape[0] == 1 and output_tensor.shape[0] != 1:
-        # vLLM's op broadcasts a single input row to every output row.
-        expanded = inputs.expand(output_tensor.shape[0], -1)
-        indices = lora_indices_tensor[:1].expand(output_tensor.shape[0])
-        return _expand_into(
-            expanded, weights, output_tensor, indices, slice(0, width), width, add_inputs
-        )
-    columns = slice(0, width)
-    _expand_into(inputs, weights, output_tensor, lora_indices_tensor, columns, width, add_inputs)
+    target = output_tensor[:, : min(weights.shape[1], output_tensor.shape[1])]
+    rows = output_tensor.shape[0]
+    if inputs.shape[0] == 1 and lora_indices_tensor.numel() == 1 and rows != 1:
+        # vLLM's op broadcasts a single result row to every output row.
+        inputs = inputs.expand(rows, -1)
+        lora_indices_tensor = lora_indices_tensor.expand(rows)
+    _apply(inputs, weights, target, plan_for_tokens(lora_indices_tensor), add=add_inputs)
 
 
 def bgmv_expand_slice(
@@ -121,15 +144,14 @@ def bgmv_expand_slice(
     slice_size: int,
     add_inputs: bool = True,
 ) -> None:
-    weights = _stack(lora_b_weights)
-    columns = slice(slice_offset, slice_offset + slice_size)
-    _expand_into(
-        inputs, weights, output_tensor, lora_indices_tensor, columns, slice_size, add_inputs
-    )
+    target = output_tensor[:, slice_offset : slice_offset + slice_size]
+    plan = plan_for_tokens(lora_indices_tensor)
+    _apply(inputs, _stack(lora_b_weights), target, plan, add=add_inputs)
 
 
-def _explode(lora_indices_tensor: torch.Tensor, seq_len_tensor: torch.Tensor) -> torch.Tensor:
-    return torch.repeat_interleave(lora_indices_tensor, seq_len_tensor)
+# The sgmv forms get runs of rows sharing a slot (vLLM's `compute_meta`:
+# start, length and slot per run); like vLLM's CPU ops, the starts are implied
+# by the lengths, and the batch sizes are not needed.
 
 
 def sgmv_shrink(
@@ -144,8 +166,10 @@ def sgmv_shrink(
     token_nums: int,
     scaling: float,
 ) -> None:
-    indices = _explode(lora_indices_tensor, seq_len_tensor)
-    bgmv_shrink(inputs, lora_a_weights, output_tensor, indices, scaling)
+    weights = _stack(lora_a_weights)
+    target = output_tensor[:, : weights.shape[1]]
+    plan = plan_for_runs(lora_indices_tensor, seq_len_tensor)
+    _apply(inputs, weights, target, plan, add=False, scale=scaling)
 
 
 def sgmv_expand(
@@ -160,8 +184,10 @@ def sgmv_expand(
     token_nums: int,
     add_inputs: bool = False,
 ) -> None:
-    indices = _explode(lora_indices_tensor, seq_len_tensor)
-    bgmv_expand(inputs, lora_b_weights, output_tensor, indices, add_inputs)
+    weights = _stack(lora_b_weights)
+    target = output_tensor[:, : min(weights.shape[1], output_tensor.shape[1])]
+    plan = plan_for_runs(lora_indices_tensor, seq_len_tensor)
+    _apply(inputs, weights, target, plan, add=add_inputs)
 
 
 def sgmv_expand_slice(
@@ -178,16 +204,9 @@ def sgmv_expand_slice(
     slice_size: int,
     add_inputs: bool = False,
 ) -> None:
-    indices = _explode(lora_indices_tensor, seq_len_tensor)
-    bgmv_expand_slice(
-        inputs,
-        lora_b_weights,
-        output_tensor,
-        indices,
-        slice_offset,
-        slice_size,
-        add_inputs,
-    )
+    target = output_tensor[:, slice_offset : slice_offset + slice_size]
+    plan = plan_for_runs(lora_indices_tensor, seq_len_tensor)
+    _apply(inputs, _stack(lora_b_weights), target, plan, add=add_inputs)
 
 
 OPS = (
@@ -198,3 +217,4 @@ OPS = (
     "sgmv_expand",
     "sgmv_expand_slice",
 )
+"""The names punica_cpu imports from vllm.lora.ops.torch_ops, all replaced."""

@@ -1,151 +1,233 @@
 """loraplex's CPU LoRA ops against vLLM 0.32's own, on random tensors.
 
-Equal within float tolerance wherever no token has index -1; rows with index
--1 are left unchanged by loraplex (vLLM's CPU ops give them the last slot's
-adapter, vllm#48421 — asserted too, so we notice when vLLM fixes it).
+The inputs are shaped as `PunicaWrapperCPU` passes them: weight stacks
+`[slots, 1, out, in]` (and 3-D), a float32 shrink buffer, the layer output in
+the model's dtype, and for the `sgmv_*` ops the run metadata of vLLM's own
+`compute_meta`. Results equal vLLM's within float tolerance on every row with
+a LoRA index; rows with index -1 are left exactly as they were (vLLM's CPU
+ops give them the last slot's adapter, vllm#48421: asserted too, so we
+notice when vLLM fixes it).
 """
 
 import pytest
 import torch
 from vllm.lora.ops import torch_ops as vllm_ops
+from vllm.lora.punica_wrapper.utils import compute_meta
 
 from loraplex.serve.cpu_lora_ops import ops as ours
+from loraplex.serve.cpu_lora_ops.plan import plan_for_runs, plan_for_tokens
 
-SLOTS, HIDDEN, RANK, OUT, TOKENS = 4, 64, 16, 96, 23
-TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
+SLOTS, HIDDEN, RANK, OUT = 4, 64, 16, 96
+DTYPES = [torch.float32, torch.bfloat16]
+# Which rows use which slot; each layout drives one way of running the ops.
+LAYOUTS = {
+    "one_adapter": "runs",  # every row slot 2: one matmul, no gather
+    "runs_with_base": "runs",  # a few contiguous runs, some without LoRA
+    "interleaved": "padded",  # decode-like: slots and base rows alternate
+    "interleaved_no_base": "padded",
+    "uneven": "sorted",  # one slot has most rows: padding would waste
+    "all_base": "none",
+}
 
 
-def indices_for(kind: str, gen: torch.Generator) -> torch.Tensor:
-    if kind == "one":
-        return torch.full((TOKENS,), 2, dtype=torch.long)
-    if kind == "several":
-        return torch.randint(0, SLOTS, (TOKENS,), generator=gen)
-    return torch.randint(-1, SLOTS, (TOKENS,), generator=gen)  # "with_base"
+def token_slots(layout: str) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(len(layout))
+    if layout == "one_adapter":
+        return torch.full((23,), 2)
+    if layout == "runs_with_base":
+        return torch.tensor([1] * 5 + [-1] * 7 + [3] * 11)
+    if layout == "interleaved":
+        return torch.randint(-1, SLOTS, (23,), generator=gen)
+    if layout == "interleaved_no_base":
+        return torch.randint(0, SLOTS, (23,), generator=gen)
+    if layout == "uneven":
+        slots = torch.tensor([0, -1] * 60)
+        slots[[5, 21, 47]] = torch.tensor([1, 2, 3])
+        return slots
+    return torch.full((23,), -1)
 
 
-def stack(shape: tuple[int, ...], four_d: bool, dtype, gen) -> torch.Tensor:
-    w = torch.randn(SLOTS, *shape, generator=gen).to(dtype)
+def weights(shape: tuple[int, int], four_d: bool, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    w = (0.5 * torch.randn(SLOTS, *shape, generator=gen)).to(dtype)
     return w.unsqueeze(1) if four_d else w
 
 
-def compare(got: torch.Tensor, want: torch.Tensor, rows: torch.Tensor, dtype) -> None:
-    torch.testing.assert_close(got[rows], want[rows], **TOL[dtype])
+def randn(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
-DTYPES = [torch.float32, torch.bfloat16]
-KINDS = ["one", "several", "with_base"]
+def assert_matches_vllm(got, want, start, slots: torch.Tensor) -> None:
+    """Rows with a slot equal vLLM's; rows without stay exactly as they started."""
+    tol = {"atol": 5e-2, "rtol": 1.6e-2} if got.dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(got[slots >= 0], want[slots >= 0], **tol)
+    assert torch.equal(got[slots < 0], start[slots < 0])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("four_d", [False, True])
-def test_bgmv_shrink_matches_vllm(dtype, kind, four_d):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(TOKENS, HIDDEN, generator=gen).to(dtype)
-    w = stack((RANK, HIDDEN), four_d, dtype, gen)
-    idx = indices_for(kind, gen)
-    want = torch.zeros(TOKENS, RANK, dtype=dtype)
-    got = torch.zeros(TOKENS, RANK, dtype=dtype)
-    vllm_ops.bgmv_shrink(x, w, want, idx, 0.5)
-    ours.bgmv_shrink(x, w, got, idx, 0.5)
-    compare(got, want, idx >= 0, dtype)
-    assert torch.all(got[idx < 0] == 0)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_each_layout_takes_its_path(layout):
+    slots = token_slots(layout)
+    assert plan_for_tokens(slots).kind == LAYOUTS[layout]
+    runs, lengths = torch.unique_consecutive(slots, return_counts=True)
+    assert plan_for_runs(runs, lengths).kind == LAYOUTS[layout]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("four_d", [False, True])
-@pytest.mark.parametrize("add_inputs", [True, False])
-def test_bgmv_expand_matches_vllm(dtype, kind, four_d, add_inputs):
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(TOKENS, RANK, generator=gen).to(dtype)
-    w = stack((OUT, RANK), four_d, dtype, gen)
-    idx = indices_for(kind, gen)
-    start = torch.randn(TOKENS, OUT, generator=gen).to(dtype)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("four_d", [True, False])
+def test_bgmv_shrink_matches_vllm(dtype, layout, four_d):
+    slots = token_slots(layout)
+    x = randn(len(slots), HIDDEN, dtype=dtype, seed=1)
+    w = weights((RANK, HIDDEN), four_d, dtype, seed=2)
+    start = randn(len(slots), RANK, seed=3)  # the float32 buffer, not zeros: rows must stay
     want, got = start.clone(), start.clone()
-    vllm_ops.bgmv_expand(x, w, want, idx, add_inputs)
-    ours.bgmv_expand(x, w, got, idx, add_inputs)
-    compare(got, want, idx >= 0, dtype)
-    assert torch.equal(got[idx < 0], start[idx < 0])
+    vllm_ops.bgmv_shrink(x, w, want, slots, 0.5)
+    ours.bgmv_shrink(x, w, got, slots, 0.5)
+    assert_matches_vllm(got, want, start, slots)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("four_d", [True, False])
 @pytest.mark.parametrize("add_inputs", [True, False])
-def test_bgmv_expand_slice_matches_vllm(dtype, kind, add_inputs):
-    gen = torch.Generator().manual_seed(2)
+def test_bgmv_expand_matches_vllm(dtype, layout, four_d, add_inputs):
+    slots = token_slots(layout)
+    h = randn(len(slots), RANK, seed=4)  # the float32 shrink buffer
+    w = weights((OUT, RANK), four_d, dtype, seed=5)
+    start = randn(len(slots), OUT, dtype=dtype, seed=6)
+    want, got = start.clone(), start.clone()
+    vllm_ops.bgmv_expand(h, w, want, slots, add_inputs)
+    ours.bgmv_expand(h, w, got, slots, add_inputs)
+    assert_matches_vllm(got, want, start, slots)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("add_inputs", [True, False])
+def test_bgmv_expand_slice_matches_vllm_and_keeps_other_columns(dtype, layout, add_inputs):
+    slots = token_slots(layout)
     offset, size = 32, 48
-    x = torch.randn(TOKENS, RANK, generator=gen).to(dtype)
-    w = stack((size, RANK), True, dtype, gen)
-    idx = indices_for(kind, gen)
-    start = torch.randn(TOKENS, OUT + 32, generator=gen).to(dtype)
+    h = randn(len(slots), RANK, seed=7)
+    w = weights((size, RANK), True, dtype, seed=8)
+    start = randn(len(slots), OUT + 32, dtype=dtype, seed=9)
     want, got = start.clone(), start.clone()
-    vllm_ops.bgmv_expand_slice(x, w, want, idx, offset, size, add_inputs)
-    ours.bgmv_expand_slice(x, w, got, idx, offset, size, add_inputs)
-    compare(got, want, idx >= 0, dtype)
-    assert torch.equal(got[idx < 0], start[idx < 0])
-    outside = torch.cat([got[:, :offset], got[:, offset + size :]], dim=1)
-    assert torch.equal(outside, torch.cat([start[:, :offset], start[:, offset + size :]], dim=1))
+    vllm_ops.bgmv_expand_slice(h, w, want, slots, offset, size, add_inputs)
+    ours.bgmv_expand_slice(h, w, got, slots, offset, size, add_inputs)
+    assert_matches_vllm(got, want, start, slots)
+    assert torch.equal(got[:, :offset], start[:, :offset])
+    assert torch.equal(got[:, offset + size :], start[:, offset + size :])
 
 
-def sequences(kind: str, gen) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(seq_lens, lora_index per sequence, start offsets) for 4 sequences summing to TOKENS."""
-    seq_lens = torch.tensor([5, 7, 3, 8])
-    lora = {"one": [1, 1, 1, 1], "several": [0, 3, 1, 2], "with_base": [0, -1, 3, -1]}[kind]
-    starts = torch.cumsum(seq_lens, 0) - seq_lens
-    return seq_lens, torch.tensor(lora), starts
+def test_bgmv_expand_uses_the_common_width_when_adapter_and_model_pad_differently():
+    slots = token_slots("interleaved_no_base")
+    h = randn(len(slots), RANK, seed=10)
+    w = weights((OUT + 8, RANK), True, torch.float32, seed=11)  # wider than the output
+    start = randn(len(slots), OUT, seed=12)
+    want, got = start.clone(), start.clone()
+    vllm_ops.bgmv_expand(h, w, want, slots, True)
+    ours.bgmv_expand(h, w, got, slots, True)
+    torch.testing.assert_close(got, want)
+
+
+def test_bgmv_expand_broadcasts_a_single_row_like_vllm():
+    h = randn(1, RANK, seed=13)
+    w = weights((OUT, RANK), True, torch.float32, seed=14)
+    start = randn(5, OUT, seed=15)
+    want, got = start.clone(), start.clone()
+    vllm_ops.bgmv_expand(h, w, want, torch.tensor([1]), True)
+    ours.bgmv_expand(h, w, got, torch.tensor([1]), True)
+    torch.testing.assert_close(got, want)
+
+
+def sgmv_metadata(slots: torch.Tensor) -> tuple:
+    """What PunicaWrapperCPU passes as `*self.prefill_metadata` (vLLM's compute_meta)."""
+    starts, lengths, run_slots, batches, max_len, tokens, _ = compute_meta(slots)
+    return starts, lengths, run_slots, batches, max_len, tokens
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", KINDS)
-def test_sgmv_ops_match_vllm(dtype, kind):
-    gen = torch.Generator().manual_seed(3)
-    seq_lens, lora, starts = sequences(kind, gen)
-    token_idx = torch.repeat_interleave(lora, seq_lens)
-    common = (starts, seq_lens, lora, 4, int(seq_lens.max()), TOKENS)
-
-    x = torch.randn(TOKENS, HIDDEN, generator=gen).to(dtype)
-    wa = stack((RANK, HIDDEN), True, dtype, gen)
-    want, got = torch.zeros(TOKENS, RANK, dtype=dtype), torch.zeros(TOKENS, RANK, dtype=dtype)
-    vllm_ops.sgmv_shrink(x, wa, want, *common, 2.0)
-    ours.sgmv_shrink(x, wa, got, *common, 2.0)
-    compare(got, want, token_idx >= 0, dtype)
-
-    h = torch.randn(TOKENS, RANK, generator=gen).to(dtype)
-    wb = stack((OUT, RANK), False, dtype, gen)
-    start = torch.randn(TOKENS, OUT, generator=gen).to(dtype)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("four_d", [True, False])
+def test_sgmv_shrink_matches_vllm(dtype, layout, four_d):
+    slots = token_slots(layout)
+    meta = sgmv_metadata(slots)
+    x = randn(len(slots), HIDDEN, dtype=dtype, seed=16)
+    w = weights((RANK, HIDDEN), four_d, dtype, seed=17)
+    start = randn(len(slots), RANK, seed=18)
     want, got = start.clone(), start.clone()
-    vllm_ops.sgmv_expand(h, wb, want, *common, True)
-    ours.sgmv_expand(h, wb, got, *common, True)
-    compare(got, want, token_idx >= 0, dtype)
-    assert torch.equal(got[token_idx < 0], start[token_idx < 0])
+    vllm_ops.sgmv_shrink(x, w, want, *meta, 2.0)
+    ours.sgmv_shrink(x, w, got, *meta, 2.0)
+    assert_matches_vllm(got, want, start, slots)
 
-    ws = stack((40, RANK), True, dtype, gen)
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("four_d", [True, False])
+@pytest.mark.parametrize("add_inputs", [True, False])
+def test_sgmv_expand_matches_vllm(dtype, layout, four_d, add_inputs):
+    slots = token_slots(layout)
+    meta = sgmv_metadata(slots)
+    h = randn(len(slots), RANK, seed=19)
+    w = weights((OUT, RANK), four_d, dtype, seed=20)
+    start = randn(len(slots), OUT, dtype=dtype, seed=21)
     want, got = start.clone(), start.clone()
-    vllm_ops.sgmv_expand_slice(h, ws, want, *common, 16, 40, False)
-    ours.sgmv_expand_slice(h, ws, got, *common, 16, 40, False)
-    compare(got, want, token_idx >= 0, dtype)
-    assert torch.equal(got[token_idx < 0], start[token_idx < 0])
+    vllm_ops.sgmv_expand(h, w, want, *meta, add_inputs)
+    ours.sgmv_expand(h, w, got, *meta, add_inputs)
+    assert_matches_vllm(got, want, start, slots)
 
 
-def test_vllm_cpu_ops_still_leak_the_last_adapter_into_base_tokens():
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("add_inputs", [True, False])
+def test_sgmv_expand_slice_matches_vllm_for_each_slice(dtype, layout, add_inputs):
+    """A merged q/k/v output: three slices at their offsets, as add_expand walks them."""
+    slots = token_slots(layout)
+    meta = sgmv_metadata(slots)
+    sizes = (64, 16, 16)
+    start = randn(len(slots), sum(sizes), dtype=dtype, seed=22)
+    want, got = start.clone(), start.clone()
+    offset = 0
+    for i, size in enumerate(sizes):
+        h = randn(len(slots), RANK, seed=23 + i)
+        w = weights((size, RANK), True, dtype, seed=26 + i)
+        vllm_ops.sgmv_expand_slice(h, w, want, *meta, offset, size, add_inputs)
+        ours.sgmv_expand_slice(h, w, got, *meta, offset, size, add_inputs)
+        offset += size
+    assert_matches_vllm(got, want, start, slots)
+
+
+def test_a_refilled_index_buffer_is_not_served_a_stale_grouping():
+    """vLLM refills one index buffer in place each step; the plan cache must notice."""
+    buffer = torch.empty(23, dtype=torch.long)
+    x = randn(23, HIDDEN, seed=29)
+    w = weights((RANK, HIDDEN), True, torch.float32, seed=30)
+    for layout in ("interleaved", "one_adapter", "interleaved_no_base", "interleaved"):
+        buffer.copy_(token_slots(layout))
+        want, got = torch.zeros(23, RANK), torch.zeros(23, RANK)
+        vllm_ops.bgmv_shrink(x, w, want, buffer, 1.0)
+        ours.bgmv_shrink(x, w, got, buffer, 1.0)
+        assert_matches_vllm(got, want, torch.zeros(23, RANK), buffer)
+
+
+def test_vllm_cpu_ops_still_leak_the_last_adapter_into_base_rows():
     """Documents vllm#48421: if this starts failing, vLLM fixed its CPU ops."""
-    gen = torch.Generator().manual_seed(4)
-    x = torch.randn(3, HIDDEN, generator=gen)
-    w = stack((RANK, HIDDEN), False, torch.float32, gen)
-    idx = torch.tensor([0, -1, -1])
+    x = randn(3, HIDDEN, seed=31)
+    w = weights((RANK, HIDDEN), False, torch.float32, seed=32)
     out = torch.zeros(3, RANK)
-    vllm_ops.bgmv_shrink(x, w, out, idx, 1.0)
+    vllm_ops.bgmv_shrink(x, w, out, torch.tensor([0, -1, -1]), 1.0)
     torch.testing.assert_close(out[1], x[1] @ w[SLOTS - 1].T)
 
 
-def test_plugin_replaces_the_ops_punica_cpu_uses(monkeypatch):
-    import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
-
-    from loraplex.serve.cpu_lora_ops import plugin
-
-    monkeypatch.setenv(plugin.ENV, "loraplex")
-    plugin.register()
-    assert punica_cpu.bgmv_shrink is ours.bgmv_shrink
-    assert punica_cpu.sgmv_expand_slice is ours.sgmv_expand_slice
-    assert plugin.active_cpu_lora_ops() == "loraplex"
+def test_per_row_slots_equal_to_per_run_slots_get_their_own_grouping():
+    """A decode step's sampled rows ([-1, 0, -1, 1]) vs. the runs of its prefill."""
+    run_slots = torch.tensor([-1, 0, -1, 1, 2, 3])
+    slots = torch.repeat_interleave(run_slots, torch.full((6,), 4))
+    x = randn(len(slots), HIDDEN, seed=33)
+    w = weights((RANK, HIDDEN), True, torch.float32, seed=34)
+    got = torch.zeros(len(slots), RANK)
+    ours.sgmv_shrink(x, w, got, *sgmv_metadata(slots), 1.0)
+    x_sampled = x[3::4]  # one sampled row per sequence
+    want, got = torch.zeros(6, RANK), torch.zeros(6, RANK)
+    vllm_ops.bgmv_shrink(x_sampled, w, want, run_slots, 1.0)
+    ours.bgmv_shrink(x_sampled, w, got, run_slots, 1.0)
+    assert_matches_vllm(got, want, torch.zeros(6, RANK), run_slots)

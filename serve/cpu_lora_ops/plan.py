@@ -1,0 +1,129 @@
+"""How one batch's tokens map onto LoRA slots: computed once, reused by every layer.
+
+vLLM hands each LoRA op the batch's slot index per token (or per run of
+tokens, for the `sgmv_*` ops), -1 meaning "no LoRA". Every LoRA layer of a
+forward pass gets the same indices, so the grouping is computed on the first
+op call of a forward pass and found again by content (a cheap `torch.equal`
+on a few dozen integers) on the ~14 calls per transformer block that follow.
+
+A `Plan` picks one of three ways to run an op:
+
+- `runs`: few contiguous row ranges, one slot each (one adapter for the whole
+  batch, or a prefill of a few requests): one matmul per range on row slices,
+  no gather, no scatter.
+- `padded`: many interleaved rows (decode steps mixing requests): the rows of
+  each slot are packed into a zero-padded `[slots, max_rows, in]` block and
+  multiplied with one `bmm`, so the cost does not grow with the number of
+  adapters in the batch.
+- `sorted`: like `padded`, but one matmul per slot over its packed rows; used
+  when the slots' row counts are so uneven that padding would waste more than
+  it saves.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+MAX_RUNS = 4
+"""At most this many contiguous ranges are run as slices (beyond, a padded bmm wins)."""
+
+_CACHE_SIZE = 4
+"""Plans kept: linear layers (`sgmv`) and the logits (`bgmv`) of one step may differ."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The rows of a batch grouped by LoRA slot (rows with slot -1 appear nowhere)."""
+
+    kind: str  # "none" | "runs" | "padded" | "sorted"
+    num_rows: int
+    runs: tuple[tuple[int, int, int], ...] = ()  # (slot, start, end) for kind "runs"
+    rows: torch.Tensor | None = None  # rows with a slot, grouped by slot (padded, sorted)
+    slots: torch.Tensor | None = None  # slots present, ascending (padded, sorted)
+    slot_list: tuple[int, ...] = ()
+    bounds: tuple[tuple[int, int], ...] = ()  # each slot's range in `rows` (sorted)
+    max_rows: int = 0  # rows per slot in the padded block (padded)
+    pad_positions: torch.Tensor | None = None  # each of `rows`' position in the padded block
+    pad_sources: torch.Tensor | None = None  # the row each padded position is copied from
+    row_sources: torch.Tensor | None = None  # each row's padded position; no slot: one past the end
+
+    @property
+    def covers_all_rows(self) -> bool:
+        """True when every row has a slot (no -1), so no row must be left alone."""
+        return self.rows is not None and self.rows.numel() == self.num_rows
+
+
+def plan_for_tokens(token_slots: torch.Tensor) -> Plan:
+    """The plan for one slot index per row (the `bgmv_*` ops' indices)."""
+    return _cached("tokens", (token_slots,), lambda: _build(token_slots))
+
+
+def plan_for_runs(run_slots: torch.Tensor, run_lengths: torch.Tensor) -> Plan:
+    """The plan for runs of rows sharing a slot (the `sgmv_*` ops' metadata)."""
+    return _cached(
+        "runs",
+        (run_slots, run_lengths),
+        lambda: _build(torch.repeat_interleave(run_slots, run_lengths)),
+    )
+
+
+_cache: list[tuple[str, tuple[torch.Tensor, ...], Plan]] = []
+
+
+def _cached(form: str, key: tuple[torch.Tensor, ...], build: Callable[[], Plan]) -> Plan:
+    # `form` matters: per-run slots [-1, 0] (runs of 12 rows) equal the
+    # per-row slots [-1, 0] of the two sequences' sampled rows, not their plan.
+    for cached_form, cached_key, plan in _cache:
+        if cached_form == form and all(
+            a.shape == b.shape and torch.equal(a, b) for a, b in zip(key, cached_key, strict=True)
+        ):
+            return plan
+    plan = build()
+    # Clones: vLLM refills the same index buffers in place every step.
+    _cache.insert(0, (form, tuple(k.clone() for k in key), plan))
+    del _cache[_CACHE_SIZE:]
+    return plan
+
+
+def _build(token_slots: torch.Tensor) -> Plan:
+    token_slots = token_slots.to(torch.long)
+    n = token_slots.numel()
+    run_slots, run_lengths = torch.unique_consecutive(token_slots, return_counts=True)
+    runs, start = [], 0
+    for slot, length in zip(run_slots.tolist(), run_lengths.tolist(), strict=True):
+        if slot >= 0:
+            runs.append((slot, start, start + length))
+        start += length
+    if not runs:
+        return Plan("none", n)
+    if len(runs) <= MAX_RUNS:
+        return Plan("runs", n, runs=tuple(runs))
+
+    rows = torch.nonzero(token_slots >= 0).squeeze(1)
+    order = torch.argsort(token_slots[rows], stable=True)
+    rows = rows[order]
+    slots, counts = torch.unique_consecutive(token_slots[rows], return_counts=True)
+    count_list = counts.tolist()
+    max_rows = max(count_list)
+    if len(count_list) * max_rows > 2 * rows.numel() + 64:
+        bounds, a = [], 0
+        for c in count_list:
+            bounds.append((a, a + c))
+            a += c
+        return Plan(
+            "sorted", n, rows=rows, slots=slots, slot_list=tuple(slots.tolist()),
+            bounds=tuple(bounds),
+        )  # fmt: skip
+    # Row i of `rows` is the j-th row of its slot group g: padded position g*max_rows + j.
+    group = torch.repeat_interleave(torch.arange(len(count_list)), counts)
+    first = torch.cumsum(counts, 0) - counts
+    positions = group * max_rows + torch.arange(rows.numel()) - first[group]
+    padded_size = len(count_list) * max_rows
+    # Padding positions copy any real row (row 0): their results are never read.
+    sources = torch.zeros(padded_size, dtype=torch.long).index_copy_(0, positions, rows)
+    row_sources = torch.full((n,), padded_size, dtype=torch.long).index_copy_(0, rows, positions)
+    return Plan(
+        "padded", n, rows=rows, slots=slots, slot_list=tuple(slots.tolist()), max_rows=max_rows,
+        pad_positions=positions, pad_sources=sources, row_sources=row_sources,
+    )  # fmt: skip
