@@ -74,6 +74,8 @@ class LoraSettings(_Section):
     @field_validator("target_modules")
     @classmethod
     def _servable_targets(cls, targets: str | list[str]) -> str | list[str]:
+        if targets == ["all-linear"]:  # what `--target-modules all-linear` gives
+            return "all-linear"
         if isinstance(targets, list):
             if not targets:
                 raise ValueError("target_modules is empty")

@@ -39,8 +39,8 @@ async def concurrent_answers(base_url: str, rounds: int = 3) -> list[tuple[str, 
         )
         return model, prompt, r.choices[0].text
 
-    jobs = [one(m, p) for _ in range(rounds) for m in MODELS for p in PROMPTS][:24]
-    return await asyncio.gather(*jobs)
+    pairs = [(m, p) for _ in range(rounds) for m in MODELS for p in PROMPTS][:24]
+    return await asyncio.gather(*(one(m, p) for m, p in pairs))
 
 
 async def test_loraplex_ops_answer_each_request_with_its_own_model(gateway):

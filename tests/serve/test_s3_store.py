@@ -29,6 +29,9 @@ class Relay:
         self.target_port = target_port
         self.loop = asyncio.new_event_loop()
         self.server: asyncio.AbstractServer | None = None
+        # Open connections, closed by off(): boto3 keeps its connections alive,
+        # and asyncio's Server.close_clients() only exists from Python 3.13.
+        self.writers: set[asyncio.StreamWriter] = set()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
     async def _pipe(self, reader, writer) -> None:
@@ -47,7 +50,12 @@ class Relay:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        pair = {writer, up_writer}
+        self.writers |= pair
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            self.writers -= pair
 
     def on(self) -> None:
         async def _start():
@@ -60,8 +68,8 @@ class Relay:
     def off(self) -> None:
         async def _stop():
             self.server.close()
-            if hasattr(self.server, "close_clients"):
-                self.server.close_clients()
+            for writer in list(self.writers):
+                writer.transport.abort()
             await self.server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(_stop(), self.loop).result()

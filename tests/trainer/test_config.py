@@ -80,3 +80,9 @@ def test_example_config_is_valid():
     config = load_config(REPO / "examples" / "train.yaml")
     assert config.method == "qlora"
     assert all((REPO / p).is_file() for p in config.data.train)
+
+
+def test_the_all_linear_flag_means_every_linear_layer():
+    # `--target-modules all-linear` arrives as a one-item list from the CLI.
+    config = load_config(None, {"data.train": ["a.jsonl"], "lora.target_modules": ["all-linear"]})
+    assert config.lora.target_modules == "all-linear"
