@@ -131,8 +131,8 @@ def main() -> None:
     from loraplex.adapters import open_store
     from loraplex.base_models.registry import resolve_base_model
 
-    shutil.rmtree(WORK / "store", ignore_errors=True)
-    shutil.rmtree(WORK / "cache", ignore_errors=True)
+    for leftover in ("store", "cache", "runs"):  # every demo starts from scratch
+        shutil.rmtree(WORK / leftover, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
     store_url = str(WORK / "store")
     store = open_store(store_url)
