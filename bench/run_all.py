@@ -18,8 +18,10 @@ RUNS = [
     ["bench.bench_cpu_lora_ops"],
     ["bench.bench_serve", "--model", "tiny"],
     ["bench.bench_serve", "--model", "smollm2-135m-instruct"],
+    ["bench.bench_load"],
     ["bench.bench_trainer"],
 ]
+OPS_LOADS = ["base", "one_adapter", "mix_2", "mix_8", "mix_16"]
 
 
 def plot() -> list[Path]:
@@ -34,13 +36,13 @@ def plot() -> list[Path]:
         data = json.loads(ops.read_text())
         fig, axes = plt.subplots(1, len(data["results"]), figsize=(6 * len(data["results"]), 4))
         for ax, row in zip(list(getattr(axes, "flat", [axes])), data["results"], strict=True):
-            loads = ["base", "one_adapter", "mix_2", "mix_8", "mix_16"]
-            x = range(len(loads))
-            ax.bar([i - 0.2 for i in x], [row[k]["loraplex_tokens_per_s"] for k in loads], 0.4,
-                   label="loraplex ops")  # fmt: skip
-            ax.bar([i + 0.2 for i in x], [row[k]["vllm_tokens_per_s"] for k in loads], 0.4,
-                   label="vLLM 0.32 ops")  # fmt: skip
-            ax.set_xticks(list(x), loads)
+            loads = row["loads"]
+            x = range(len(OPS_LOADS))
+            ax.bar([i - 0.2 for i in x], [loads[k]["loraplex_tokens_per_s"] for k in OPS_LOADS],
+                   0.4, label="loraplex ops")  # fmt: skip
+            ax.bar([i + 0.2 for i in x], [loads[k]["vllm_tokens_per_s"] for k in OPS_LOADS],
+                   0.4, label="vLLM 0.32 ops")  # fmt: skip
+            ax.set_xticks(list(x), OPS_LOADS)
             ax.set_ylabel("output tokens/s")
             ax.set_title(row["model"])
             ax.legend()
@@ -54,6 +56,20 @@ def plot() -> list[Path]:
         ax.set_ylabel("output tokens/s, ratio to base alone")
         ax.set_title(f"gateway throughput vs adapters ({data['model']})")
         written.append(_save(fig, f"{serve.stem}-scaling.png"))
+    trainer = RESULTS / "trainer.json"
+    if trainer.exists():
+        models = json.loads(trainer.read_text())["models"]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        x = range(len(models))
+        for offset, arm in ((-0.2, "baseline"), (0.2, "loraplex")):
+            best = [max(r["tokens_per_second"] for r in m["runs"][arm]) for m in models]
+            ax.bar([i + offset for i in x], best, 0.4, label=arm)
+        ax.set_xticks(list(x), [m["model"] for m in models])
+        ax.set_yscale("log")
+        ax.set_ylabel("trained tokens/s (best run)")
+        ax.set_title("trainer vs transformers Trainer + peft")
+        ax.legend()
+        written.append(_save(fig, "trainer.png"))
     return written
 
 

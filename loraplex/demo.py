@@ -117,9 +117,8 @@ def show(client, models: list[str]) -> None:
         print(f"\n  Q: {question}")
         for model in models:
             version, answer = ask(client, model, question)
-            print(
-                textwrap.fill(f"{model:>12} ({version}): {answer}", 100, subsequent_indent=" " * 16)
-            )
+            print(f"    {model} → {version}")
+            print(textwrap.fill(answer, 96, initial_indent=" " * 8, subsequent_indent=" " * 8))
 
 
 def main() -> None:

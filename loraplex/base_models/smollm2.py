@@ -39,7 +39,12 @@ def make_smollm2(out_dir: Path, gguf_path: Path | None = None) -> Path:
         raise BaseModelUnavailable(f"no GGUF file at {gguf}; {INSTALL_HINT}")
     import torch  # after the cheap checks: importing these takes seconds
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # A one-off conversion: transformers' per-tensor progress bar and its advice
+    # on GGUF load dtypes say nothing a user can act on.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     out_dir = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
