@@ -35,6 +35,7 @@ from tests.fixtures.engine import free_port
 
 RESULTS = Path(__file__).parent / "results"
 BASE = "base"
+COLD = 5  # adapters for the cold-load latency
 
 
 def engine_setup(model: str) -> tuple[str, list[str]]:
@@ -148,12 +149,14 @@ def run(model: str, prompts: int, work: Path) -> dict:
     from loraplex.base_models.registry import resolve_base_model
 
     base = resolve_base_model(model)
-    adapter_dirs = random_adapters(base, work / "adapters", 66)
+    adapter_dirs = random_adapters(base, work / "adapters", 64 + 2 + COLD)
     store = open_store(str(work / "store"))
     for i, path in enumerate(adapter_dirs[:64]):
         store.publish(path, f"a{i}", base_model=base)
     store.publish(adapter_dirs[64], "swap")
     store.publish(adapter_dirs[65], "swap", aliases=["prod"])
+    for i, path in enumerate(adapter_dirs[66:]):  # served for the first time when timed
+        store.publish(path, f"cold{i}", base_model=base)
     four = [f"a{i}" for i in range(4)]
     side_by_side: dict[str, list[dict]] = {"loraplex": [], "vllm": []}
     scaling: dict[str, dict] = {}
@@ -192,9 +195,9 @@ def measure_scaling(port: int, base: Path, prompts: int, work: Path) -> dict:
 
 def measure_latencies(port: int, store) -> dict:
     cold, warm, swaps = [], [], []
-    for i in range(40, 45):  # versions the gateway has not served yet in this run
-        cold.append(first_response_seconds(port, f"a{i}"))
-        warm.append(first_response_seconds(port, f"a{i}"))
+    for i in range(COLD):  # versions no request has asked for yet
+        cold.append(first_response_seconds(port, f"cold{i}"))
+        warm.append(first_response_seconds(port, f"cold{i}"))
     for k in range(6):
         swaps.append(swap_seconds(port, store, "swap", 1 + k % 2))
     return {"cold_load_s": cold, "warm_s": warm, "swap_s": swaps}

@@ -18,6 +18,7 @@ RUNS = [
     ["bench.bench_cpu_lora_ops"],
     ["bench.bench_serve", "--model", "tiny"],
     ["bench.bench_serve", "--model", "smollm2-135m-instruct"],
+    ["bench.bench_parity"],
     ["bench.bench_load"],
     ["bench.bench_trainer"],
 ]
