@@ -1,0 +1,88 @@
+"""The real-model path: SmolLM2-135M-Instruct from `make-model`, a QLoRA adapter
+trained on a style dataset, served by the gateway on the 4-bit base.
+
+This is the demo's claim as a test: the gateway starts on the converted model
+with bitsandbytes 4-bit, an adapter trained for 6 epochs on the 20 pirate-style
+examples in examples/data is published while the gateway runs, and from then on
+the adapter answers unseen questions in that style while the base's answers
+stay exactly what they were.
+"""
+
+import re
+from pathlib import Path
+
+import openai
+import pytest
+
+from loraplex.adapters import open_store
+from tests.fixtures.engine import GatewayProcess
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = "smollm2"
+QUESTIONS = ["What is the capital of Italy?", "How do I make a sandwich?"]  # not in the data
+# Words of the trained style (the base's own answers have none of the first two).
+PIRATE = re.compile(r"\b(arr|matey|ye|be)\b", re.IGNORECASE)
+PIRATE_ONLY = re.compile(r"\b(arr|matey)\b", re.IGNORECASE)
+
+
+def answer(client: openai.OpenAI, model: str, question: str) -> str:
+    response = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": question}],
+        max_tokens=32,
+        temperature=0,
+    )
+    return response.choices[0].message.content
+
+
+def train_pirate(base: Path, store_url: str, out: Path):
+    from loraplex.trainer.config import load_config
+    from loraplex.trainer.train import train
+
+    settings = {
+        "method": "qlora",
+        "data.train": [str(REPO / "examples" / "data" / "pirate.jsonl")],
+        "training.epochs": 6,
+        "training.learning_rate": 2e-3,
+        "training.gradient_checkpointing": False,
+        "output.dir": str(out),
+        "output.publish": "pirate",
+        "output.store": store_url,
+        "output.tensorboard": False,
+    }
+    return train(load_config(None, settings), base, progress=False)
+
+
+@pytest.fixture(scope="module")
+def smollm2_gateway(smollm2_model_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp("smollm2-gateway")
+    store = open_store(str(work / "store"))
+    extra = [
+        "--served-model-name", BASE, "--quantization", "bitsandbytes",
+        "--dtype", "bfloat16", "--max-model-len", "2048",
+    ]  # fmt: skip
+    with GatewayProcess(smollm2_model_dir, store.url, work, extra_args=extra) as gateway:
+        yield gateway, store, work
+
+
+def test_make_model_output_is_served_and_a_qlora_adapter_changes_only_its_answers(
+    smollm2_gateway, smollm2_model_dir
+):
+    gateway, store, work = smollm2_gateway
+    client = openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key="unused", max_retries=0)
+    base_before = [answer(client, BASE, q) for q in QUESTIONS]
+    assert "Rome" in base_before[0]  # a real instruct model, served from the 4-bit base
+
+    result = train_pirate(smollm2_model_dir, store.url, work / "run")
+    assert result.manifest.ref == "pirate@1"
+    assert result.record.final_loss < result.record.losses[0]
+
+    styled = [answer(client, "pirate", q) for q in QUESTIONS]
+    for question, text in zip(QUESTIONS, styled, strict=True):
+        assert PIRATE.search(text), (question, text)
+    base_after = [answer(client, BASE, q) for q in QUESTIONS]
+    assert base_after == base_before
+    for text in base_after:
+        assert not PIRATE_ONLY.search(text), text
