@@ -4,7 +4,7 @@ exactly what its model gives alone; with vLLM 0.32's own ops base requests are
 answered with an adapter's weights (vllm#48421) — asserted, so this test
 notices when vLLM fixes it."""
 
-import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -30,22 +30,23 @@ def solo_answers(base_url: str) -> dict[tuple[str, str], str]:
     }
 
 
-async def concurrent_answers(base_url: str, rounds: int = 3) -> list[tuple[str, str, str]]:
-    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+def concurrent_answers(base_url: str, rounds: int = 3) -> list[tuple[str, str, str]]:
+    """24 requests at once, from threads: the engine batches them together."""
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
 
-    async def one(model: str, prompt: str) -> tuple[str, str, str]:
-        r = await client.completions.create(
-            model=model, prompt=prompt, max_tokens=16, temperature=0
-        )
+    def one(pair: tuple[str, str]) -> tuple[str, str, str]:
+        model, prompt = pair
+        r = client.completions.create(model=model, prompt=prompt, max_tokens=16, temperature=0)
         return model, prompt, r.choices[0].text
 
     pairs = [(m, p) for _ in range(rounds) for m in MODELS for p in PROMPTS][:24]
-    return await asyncio.gather(*(one(m, p) for m, p in pairs))
+    with ThreadPoolExecutor(max_workers=len(pairs)) as pool:
+        return list(pool.map(one, pairs))
 
 
-async def test_loraplex_ops_answer_each_request_with_its_own_model(gateway):
+def test_loraplex_ops_answer_each_request_with_its_own_model(gateway):
     expected = solo_answers(gateway.base_url)
-    for model, prompt, text in await concurrent_answers(gateway.base_url):
+    for model, prompt, text in concurrent_answers(gateway.base_url):
         assert text == expected[(model, prompt)], (model, prompt)
 
 
@@ -57,8 +58,8 @@ def vllm_ops_gateway(tiny_model_dir, served_store, tmp_path_factory):
         yield process
 
 
-async def test_vllm_cpu_ops_leak_an_adapter_into_base_requests(vllm_ops_gateway):
+def test_vllm_cpu_ops_leak_an_adapter_into_base_requests(vllm_ops_gateway):
     expected = solo_answers(vllm_ops_gateway.base_url)
-    results = await concurrent_answers(vllm_ops_gateway.base_url)
+    results = concurrent_answers(vllm_ops_gateway.base_url)
     wrong_base = [(p, t) for m, p, t in results if m == BASE_NAME and t != expected[(m, p)]]
     assert wrong_base, "vLLM's CPU ops no longer leak: drop loraplex's workaround note"
