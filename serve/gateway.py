@@ -72,9 +72,19 @@ class Gateway:
         return {name for name, lora in requests.items() if lora.lora_int_id in loaded_ids}
 
     async def track_engine(self, state, interval: float) -> None:
-        """Keep `in_engine` current for the metrics, which are read synchronously."""
+        """Keep `in_engine` current for the metrics, which are read synchronously.
+
+        Asks the engine only after engine activity: each question is an RPC to
+        the workers, and vLLM's CPU workers spin for a second after every RPC
+        they serve (shm_broadcast's SpinCondition), so asking an idle engine
+        every 2 s keeps half a core busy. Load and unload update `in_engine`
+        themselves.
+        """
+        seen = None
         while True:
-            self.in_engine = await self.engine_lora_names(state)
+            if self.metrics.engine_activity != seen:
+                seen = self.metrics.engine_activity
+                self.in_engine = await self.engine_lora_names(state)
             await asyncio.sleep(interval)
 
     def state_of(self, adapter: AdapterVersion, in_engine: set[str]) -> str:

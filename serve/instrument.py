@@ -72,6 +72,7 @@ def instrument_engine(engine_client, metrics: GatewayMetrics) -> None:
         adapter = adapter_label(metrics, kwargs.get("lora_request"))
         metrics.in_flight.labels(adapter).inc()
         metrics.engine_in_flight += 1
+        metrics.engine_activity += 1
         first = last = None
         try:
             async for output in generate(*args, **kwargs):
@@ -81,11 +82,13 @@ def instrument_engine(engine_client, metrics: GatewayMetrics) -> None:
         finally:
             metrics.in_flight.labels(adapter).dec()
             metrics.engine_in_flight -= 1
+            metrics.engine_activity += 1
             if last is not None and last.finished:
                 observe_request_output(metrics, adapter, first, last)
 
     async def instrumented_add_lora(lora_request) -> bool:
         started = time.perf_counter()
+        metrics.engine_activity += 1
         try:
             loaded = await add_lora(lora_request)
         except BaseException:

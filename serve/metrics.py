@@ -63,6 +63,9 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry, max_adapter_labels: int = 100) -> None:
         self.labels = AdapterLabels(max_adapter_labels)
         self.engine_in_flight = 0  # all adapters; read by the back-pressure middleware
+        # Bumped by every engine request and adapter load: what can change the
+        # engine's set of loaded LoRAs (see Gateway.track_engine).
+        self.engine_activity = 0
         adapter_route_status = ["adapter", "route", "status"]
         self.request_duration = Histogram(
             "loraplex_request_duration_seconds",

@@ -116,3 +116,27 @@ def test_gateway_state_metrics_are_exported(client, http):
     assert info and dict(info[0][1])["cpu_lora_ops"] == "loraplex"
     # vLLM's own metrics stay where dashboards expect them.
     assert any(name == "vllm:num_requests_waiting" for name, _ in samples)
+
+
+def test_the_engine_state_follows_requests_and_an_idle_engine_is_not_polled(client, http, gateway):
+    import time
+
+    import psutil
+
+    chat(client, "alpha", stream=False)
+    deadline = time.monotonic() + 10
+    while value(scrape(http), "loraplex_adapters", state="engine") < 1:
+        assert time.monotonic() < deadline, "the engine state never showed alpha loaded"
+        time.sleep(0.5)
+    # Idle now: the gateway must not keep the engine's workers busy. vLLM's CPU
+    # workers spin for a second after each RPC, so polling them every 2 s
+    # would burn about half a core here.
+    time.sleep(3)
+    processes = psutil.Process(gateway.proc.pid).children(recursive=True)
+
+    def cpu_seconds() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+    before = cpu_seconds()
+    time.sleep(6)
+    assert cpu_seconds() - before < 1.5  # polled every 2 s: about 3 s (measured)
