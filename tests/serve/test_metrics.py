@@ -1,9 +1,11 @@
 """Per-adapter metrics move by the right amount for the right adapter, streamed
 or not, errors included; client-chosen names never become label values."""
 
+import time
 import uuid
 
 import openai
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -119,10 +121,6 @@ def test_gateway_state_metrics_are_exported(client, http):
 
 
 def test_the_engine_state_follows_requests_and_an_idle_engine_is_not_polled(client, http, gateway):
-    import time
-
-    import psutil
-
     chat(client, "alpha", stream=False)
     deadline = time.monotonic() + 10
     while value(scrape(http), "loraplex_adapters", state="engine") < 1:
