@@ -10,7 +10,9 @@ What it does, and the trade-offs it makes:
 - **QLoRA** (4-bit NF4 base, double quantization, bf16 compute; paged 8-bit
   AdamW on CUDA) trains the model the server runs by default; **LoRA** trains
   on a bf16 base (fp32 on CPU). Gradient checkpointing trades ~30% more
-  compute for much less activation memory.
+  compute for much less activation memory. On CPU, LoRA dropout draws its
+  masks four to a random 64-bit number (dropout.py): the same masks'
+  distribution, a fraction of the cost.
 - **Packing** fills every row with whole examples and no padding; position ids
   restart per example and attention stays inside each example, so packing
   changes the speed, not the loss.
@@ -43,6 +45,7 @@ from loraplex.trainer.checkpoint import (
 )
 from loraplex.trainer.config import TrainConfig
 from loraplex.trainer.dataset import Datasets, prepare_datasets
+from loraplex.trainer.dropout import use_cheap_lora_dropout
 from loraplex.trainer.export import export_adapter, publish_adapter
 from loraplex.trainer.loop import evaluate, train_step
 from loraplex.trainer.model import (
@@ -111,6 +114,8 @@ def setup(config: TrainConfig, base_model: Path, data: Datasets, tokenizer) -> S
     model = load_model(
         base_model, config.method, config.lora, device, config.training.gradient_checkpointing
     )
+    if device.type == "cpu":
+        use_cheap_lora_dropout(model)
     params = list(trainable_parameters(model).values())
     plan = plan_run([len(e) for e in data.train], **plan_settings(config))
     optimizer = make_optimizer(params, config.training, config.method, device)
