@@ -4,16 +4,18 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from loraplex.trainer import loss
 from loraplex.trainer.attention import NAME as PACKED
 from loraplex.trainer.config import LoraSettings
 from loraplex.trainer.data import Conversation, Message
 from loraplex.trainer.loop import accumulate, evaluate
-from loraplex.trainer.loss import token_loss_sum
+from loraplex.trainer.loss import FrozenHeadCrossEntropy, token_loss_sum
 from loraplex.trainer.model import load_model, uses_per_example_attention
 from loraplex.trainer.packing import collate, collate_packed
 from loraplex.trainer.plan import plan_eval
-from loraplex.trainer.render import ChatRenderer
+from loraplex.trainer.render import IGNORE, ChatRenderer
 
 CPU = torch.device("cpu")
 WORDS = [
@@ -141,3 +143,48 @@ def test_gradients_after_an_eval_pass_are_unchanged(model, examples, tokenizer):
     after = gradients(model, micro)
     for name in before:
         torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_the_frozen_head_loss_gives_autograds_loss_and_gradient(dtype, chunk):
+    torch.manual_seed(0)
+    weight, bias = torch.randn(300, 32, dtype=dtype), torch.randn(300, dtype=dtype)
+    hidden = torch.randn(64, 32, dtype=dtype, requires_grad=True)
+    targets = torch.randint(0, 300, (64,))
+    expected = F.cross_entropy(F.linear(hidden, weight, bias).float(), targets, reduction="sum")
+    (expected_grad,) = torch.autograd.grad(expected * 0.5, hidden)
+    total = FrozenHeadCrossEntropy.apply(hidden, weight, bias, targets, chunk)
+    (grad,) = torch.autograd.grad(total * 0.5, hidden)
+    torch.testing.assert_close(total, expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [16, 4096], ids=["chunked", "one-chunk"])
+def test_token_loss_matches_the_models_own_loss_and_gradients(
+    model, examples, tokenizer, chunk, monkeypatch
+):
+    """transformers' loss over all logits vs. ours over trained tokens' logits only."""
+    monkeypatch.setattr(loss, "LOGITS_CHUNK", chunk)
+    batch = collate(examples, tuple((i,) for i in range(4)), False, tokenizer.pad_token_id)
+    labels = torch.full_like(batch.targets, IGNORE)  # transformers shifts labels itself
+    labels[:, 1:] = batch.targets[:, :-1]
+    assert batch.trained_tokens > chunk or chunk == 4096
+    model.zero_grad(set_to_none=True)
+    ours = token_loss_sum(model, batch) / batch.trained_tokens
+    ours.backward()
+    our_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+    theirs = model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels
+    ).loss
+    theirs.backward()
+    fp32 = model.get_base_model().dtype == torch.float32
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5 if fp32 else 1e-2)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            scale = param.grad.abs().max().item()
+            assert scale > 0, name
+            tol = (1e-5 if fp32 else 2e-2) * scale
+            torch.testing.assert_close(our_grads[name], param.grad, rtol=0, atol=tol)
+    model.zero_grad(set_to_none=True)
