@@ -56,11 +56,13 @@ RUNS = {
     "smollm2-135m-instruct": (40, 512, "ABBA"),
 }
 # On CPU, peak RSS is mostly glibc's heap: buffers freed during a step stay
-# resident, fragmented, so it swings ±20% between identical runs. The memory
-# pass maps every buffer of 4 MiB or more on its own (returned to the OS when
-# freed), so peak RSS follows the live tensors; it costs ~30% speed, so speed
-# comes from the normal runs.
-MEMORY_PASS = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304"}
+# resident, fragmented, so it swings ±20% between identical runs and grows
+# with the number of mid-sized buffers, not with what is live (loraplex's
+# SmolLM2 runs reached 3.3 GB of RSS with 1.7 GB live). The memory pass
+# maps every buffer of 128 KiB or more on its own (returned to the OS when
+# freed), so peak RSS follows the live tensors; it runs 2–3× slower, so
+# speed comes from the normal runs.
+MEMORY_PASS = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"}
 
 
 def make_dataset(tokenizer, count: int, max_length: int, path: Path, seed: int = 0) -> None:
