@@ -285,6 +285,25 @@ def bench_model(name: str, work: Path, threads: int) -> dict:
     return result
 
 
+def git_commit() -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() or None
+
+
+def merged_with_earlier(out: Path, results: dict) -> list[dict]:
+    """This run's models, plus the earlier file's results for models not run this time.
+
+    Each model's entry carries its own time, commit and machine load, so a
+    partial re-run (`--models smollm2-135m-instruct`) keeps the rest.
+    """
+    for model in results["models"]:
+        model["measured"]["load_average"] = results["machine"]["load_average_at_end"]
+    run = {m["model"] for m in results["models"]}
+    earlier = json.loads(out.read_text())["models"] if out.exists() else []
+    kept = [m for m in earlier if m["model"] not in run and "measured" in m]
+    return sorted(results["models"] + kept, key=lambda m: list(RUNS).index(m["model"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(RUNS), choices=list(RUNS))
@@ -321,10 +340,14 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as work:
         for name in args.models:
-            results["models"].append(bench_model(name, Path(work), args.threads))
+            result = bench_model(name, Path(work), args.threads)
+            result["measured"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            result["measured"]["commit"] = git_commit()
+            results["models"].append(result)
     results["machine"]["load_average_at_end"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "trainer.json"
+    results["models"] = merged_with_earlier(out, results)
     out.write_text(json.dumps(results, indent=2) + "\n")
     for m in results["models"]:
         print(

@@ -39,8 +39,9 @@ class CheapDropout(torch.nn.Module):
         count = x.numel()
         # random_() on int64 fills bits 0–62: every 16-bit lane has 15 random low bits.
         lanes = torch.empty((count + 3) // 4, dtype=torch.int64, device=x.device).random_()
-        numbers = lanes.view(torch.int16)[:count].view(x.shape) & (LEVELS - 1)
-        return torch.where(numbers >= self.threshold, x * self.scale, 0.0)
+        numbers = lanes.view(torch.int16)[:count].bitwise_and_(LEVELS - 1).view(x.shape)
+        # In place: fewer buffers for glibc to keep resident; `where` saves only its mask.
+        return torch.where(numbers >= self.threshold, x, 0.0).mul_(self.scale)
 
     def extra_repr(self) -> str:
         return f"p={self.threshold / LEVELS:.5f}"
