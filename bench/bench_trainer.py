@@ -285,19 +285,22 @@ def bench_model(name: str, work: Path, threads: int) -> dict:
     return result
 
 
-def git_commit() -> str | None:
+def measured_now() -> dict:
+    """When, at which commit and under what load a model's results were measured."""
     proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return proc.stdout.strip() or None
+    return {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": proc.stdout.strip() or None,
+        "load_average": os.getloadavg(),
+    }
 
 
 def merged_with_earlier(out: Path, results: dict) -> list[dict]:
     """This run's models, plus the earlier file's results for models not run this time.
 
-    Each model's entry carries its own time, commit and machine load, so a
+    Each model's entry carries its own `measured` (time, commit, load), so a
     partial re-run (`--models smollm2-135m-instruct`) keeps the rest.
     """
-    for model in results["models"]:
-        model["measured"]["load_average"] = results["machine"]["load_average_at_end"]
     run = {m["model"] for m in results["models"]}
     earlier = json.loads(out.read_text())["models"] if out.exists() else []
     kept = [m for m in earlier if m["model"] not in run and "measured" in m]
@@ -341,9 +344,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for name in args.models:
             result = bench_model(name, Path(work), args.threads)
-            result["measured"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            result["measured"]["commit"] = git_commit()
-            results["models"].append(result)
+            results["models"].append({**result, "measured": measured_now()})
     results["machine"]["load_average_at_end"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "trainer.json"

@@ -11,8 +11,8 @@ What it does, and the trade-offs it makes:
   AdamW on CUDA) trains the model the server runs by default; **LoRA** trains
   on a bf16 base (fp32 on CPU). Gradient checkpointing trades ~30% more
   compute for much less activation memory. On CPU, LoRA dropout draws its
-  masks four to a random 64-bit number (dropout.py): the same masks'
-  distribution, a fraction of the cost.
+  masks four to a random 64-bit number (dropout.py): masks like
+  `nn.Dropout`'s, with p rounded to 1/32768, at a fraction of the cost.
 - **Packing** fills every row with whole examples and no padding; position ids
   restart per example and attention stays inside each example, so packing
   changes the speed, not the loss.
