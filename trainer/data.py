@@ -6,13 +6,18 @@ chat template to all of them:
 
 - chat (OpenAI's fine-tuning format): `{"messages": [{"role", "content",
   "weight"?}, ...]}`; an assistant message with `"weight": 0` is shown to the
-  model but not trained on.
+  model but not trained on. Neither is an assistant message that opens the
+  conversation: with nothing before it there is no prompt it answers, and a
+  served chat request always has one, so it is kept as context only.
 - prompt-completion: `{"prompt": ..., "completion": ...}` → user, assistant.
 - alpaca: `{"instruction", "input"?, "output"}` → user (instruction, then
   input), assistant (output).
 
 A bad record never stops the reading: it becomes a `Problem` ("file:line:
 reason") and the rest is kept; the recipe decides what to do with them.
+Lines are split on "\n" alone (JSONL), never on the other characters
+Python's `splitlines` treats as breaks (U+2028 may stand inside a string),
+and each is decoded on its own: a line that is not UTF-8 is one bad record.
 """
 
 import hashlib
@@ -82,6 +87,13 @@ def parse_chat(record: dict[str, Any]) -> tuple[Message, ...]:
         raise RecordError("a system message may only come first")
     if not any(m.role == "assistant" for m in parsed):
         raise RecordError("no assistant message")
+    if parsed[0].trained:  # an opening answer answers nothing: context, not a target
+        parsed = (Message("assistant", parsed[0].content), *parsed[1:])
+        if not any(m.trained for m in parsed):
+            raise RecordError(
+                "the only assistant answer opens the conversation: nothing to train on "
+                "(an answer is trained only after a system or user message)"
+            )
     if not any(m.trained for m in parsed):
         raise RecordError("every assistant message has weight 0: nothing to train on")
     return parsed
@@ -100,6 +112,7 @@ def _parse_message(index: int, message: Any) -> Message:
     content = message.get("content")
     if not isinstance(content, str):
         raise RecordError(f"{where} ({role}) content must be a string")
+    _check_unicode(content, f"{where} ({role}) content")
     weight = message.get("weight", 1)
     if "weight" in message and role != "assistant":
         raise RecordError(f"{where} ({role}) has a weight; only assistant messages take one")
@@ -135,7 +148,16 @@ def _text(record: dict[str, Any], key: str, required: bool = True) -> str:
         return ""
     if not isinstance(record[key], str):
         raise RecordError(f"field '{key}' must be a string")
+    _check_unicode(record[key], f"field '{key}'")
     return record[key]
+
+
+def _check_unicode(text: str, what: str) -> None:
+    """JSON's \\ud800 escapes decode to lone surrogates, which no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordError(f"{what} holds a lone surrogate (an invalid \\uXXXX escape)") from None
 
 
 PARSERS: dict[str, Callable[[dict[str, Any]], tuple[Message, ...]]] = {
@@ -163,17 +185,13 @@ def read_data_file(path: Path, fmt: str = "auto") -> DataFile:
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     result = DataFile(path=path, format=fmt, sha256=hashlib.sha256(raw).hexdigest())
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text: {exc}") from None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for number, raw_line in enumerate(raw.split(b"\n"), start=1):
+        if not raw_line.strip():
             continue
         result.records += 1
         source = f"{path}:{number}"
         try:
-            record = _json_object(line)
+            record = _json_object(_decoded(raw_line))
             if result.format == "auto":
                 result.format = _detected(record, path)
             messages = PARSERS[result.format](record)
@@ -182,6 +200,15 @@ def read_data_file(path: Path, fmt: str = "auto") -> DataFile:
             continue
         result.conversations.append(Conversation(messages, source))
     return result
+
+
+def _decoded(line: bytes) -> str:
+    """One line as text; a line that is not UTF-8 is that record's problem, not the file's."""
+    try:
+        return line.decode("utf-8").removesuffix("\r")
+    except UnicodeDecodeError as exc:
+        where = f"byte 0x{line[exc.start]:02x} at byte {exc.start + 1}"
+        raise RecordError(f"not UTF-8 text ({where})") from None
 
 
 def _json_object(line: str) -> dict[str, Any]:

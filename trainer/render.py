@@ -24,6 +24,8 @@ from loraplex.trainer.data import Conversation, Problem
 from loraplex.trainer.errors import TemplateError
 
 IGNORE = -100  # label of a token that is not trained (PyTorch's cross-entropy ignore_index)
+# What a chat template or tokenizer raises on one conversation it cannot render.
+RENDER_REFUSALS = (jinja2.TemplateError, ValueError, TypeError, IndexError, KeyError)
 
 
 @dataclass(frozen=True)
@@ -113,16 +115,18 @@ def render_examples(
 ) -> tuple[list[Example], list[Problem], dict[str, int]]:
     """Render all; drop or truncate examples over `max_length` tokens, with counts.
 
-    A conversation the template itself refuses (templates may raise, e.g. on
-    roles that do not alternate) is a problem of that record, not of the run.
+    A conversation the template or tokenizer refuses (templates raise on roles
+    that do not alternate, transformers on an empty prefix, ...) is a problem
+    of that record, not of the run.
     """
     examples, problems = [], []
     counts = {"dropped": 0, "truncated": 0, "refused": 0}
     for conversation in conversations:
         try:
             example = renderer.render(conversation)
-        except jinja2.TemplateError as exc:  # e.g. "roles must alternate user/assistant"
-            problems.append(Problem(conversation.source, f"the chat template refuses it: {exc}"))
+        except RENDER_REFUSALS as exc:  # e.g. "roles must alternate user/assistant"
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            problems.append(Problem(conversation.source, f"the chat template refuses it: {reason}"))
             counts["refused"] += 1
             continue
         if len(example) > max_length:
