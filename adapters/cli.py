@@ -14,7 +14,7 @@ from loraplex.adapters.manifest import Manifest
 from loraplex.adapters.refs import AdapterRef
 from loraplex.adapters.store import Store, open_store
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 
 STORE = typer.Option(None, "--store", help="Store URL [env LORAPLEX_STORE].")
 JSON = typer.Option(False, "--json", help="Print JSON.")
@@ -36,7 +36,9 @@ def _print(data, as_json: bool, text: str) -> None:
 def push(
     src_dir: Path = typer.Argument(..., help="A PEFT LoRA adapter directory."),
     name: str = typer.Option(..., "--name", help="Adapter name."),
-    alias: list[str] = typer.Option([], "--alias", help="Alias to move to the new version."),
+    alias: list[str] = typer.Option(
+        [], "--alias", metavar="NAME", help="Alias to move to the new version."
+    ),
     base_model: Path = typer.Option(None, "--base-model", help="Check against this base."),
     description: str = typer.Option(None, "--description"),
     max_rank: int = typer.Option(16, "--max-rank", help="The server's --max-lora-rank."),

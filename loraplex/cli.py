@@ -16,6 +16,9 @@ app = typer.Typer(
     help="One quantized base model, many LoRA adapters, one OpenAI-compatible endpoint.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain click help: it wraps at any width, where rich's tables cut long
+    # option names ("--gradient-checkp…") and read "[env X]" as markup.
+    rich_markup_mode=None,
 )
 app.add_typer(adapters_app, name="adapters", help="Publish, inspect and manage adapters.")
 register_base_model_commands(app)

@@ -3,8 +3,8 @@
 Contract:
 - Keys come from `--api-keys-file` / `LORAPLEX_API_KEYS_FILE` (a JSON file) or
   `LORAPLEX_API_KEYS` (the same JSON inline): a list of `{"name", "sha256", "role", "adapters"}`.
-  Only sha256 hashes are held; a key is never logged. `loraplex keys hash`
-  prints the hash of a new key. No keys configured: no auth (a warning at start).
+  Only sha256 hashes are held; a key is never logged. `loraplex new-key`
+  makes a key and prints its entry. No keys configured: no auth (a warning at start).
 - Roles: `inference` may use the OpenAI routes; `admin` may use everything,
   the adapter routes (`/v1/adapters...`) included. A valid key on a route its
   role does not allow gets 403; no key or a wrong one gets 401.

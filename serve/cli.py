@@ -28,7 +28,9 @@ def serve(
     max_loras: int = typer.Option(None, help="Adapters in one batch (default 8)."),
     max_lora_rank: int = typer.Option(None, help="Largest rank served (default 16)."),
     max_cpu_loras: int = typer.Option(None, help="Adapters kept in host memory (default 64)."),
-    preload: list[str] = typer.Option(None, help="Adapter to load at start (repeatable)."),
+    preload: list[str] = typer.Option(
+        None, metavar="REF", help="Adapter to load at start (repeatable)."
+    ),
     poll_interval: float = typer.Option(None, help="Seconds between store polls."),
     cpu_lora_ops: str = typer.Option(None, help="loraplex (default) or vllm; CPU only."),
     api_keys_file: Path = typer.Option(None, help="JSON API keys (see `loraplex new-key`)."),
@@ -69,7 +71,9 @@ def _first_error(exc) -> str:
 def new_key(
     name: str = typer.Option(..., help="Who the key is for (shown in errors and logs)."),
     role: str = typer.Option("inference", help="inference or admin."),
-    adapter: list[str] = typer.Option(["*"], help="Adapter name pattern it may use."),
+    adapter: list[str] = typer.Option(
+        ["*"], metavar="PATTERN", help="Adapter name pattern it may use."
+    ),
 ) -> None:
     """Make an API key: prints the key once, and the entry for the keys file (its hash)."""
     import json
