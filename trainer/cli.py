@@ -51,8 +51,10 @@ def train(
     config: Path = typer.Option(None, "--config", "-c", help="YAML config (flags override it)."),
     base_model: str = typer.Option(None, help="Base model dir or known name (default SmolLM2)."),
     method: str = typer.Option(None, help="qlora (4-bit NF4 base) or lora (bf16/fp32 base)."),
-    data: list[Path] = typer.Option(None, help="Training JSONL file (repeatable)."),
-    eval_data: list[Path] = typer.Option(None, help="Evaluation JSONL file (repeatable)."),
+    data: list[Path] = typer.Option(None, metavar="PATH", help="Training JSONL file (repeatable)."),
+    eval_data: list[Path] = typer.Option(
+        None, metavar="PATH", help="Evaluation JSONL file (repeatable)."
+    ),
     eval_fraction: float = typer.Option(None, help="Hold out this fraction of train for eval."),
     data_format: str = typer.Option(
         None, "--format", help="auto, chat, prompt-completion or alpaca."
@@ -63,10 +65,14 @@ def train(
     lora_r: int = typer.Option(None, help="LoRA rank."),
     lora_alpha: float = typer.Option(None, help="LoRA alpha."),
     lora_dropout: float = typer.Option(None, help="LoRA dropout."),
-    target_modules: list[str] = typer.Option(None, help="Module to adapt (repeatable)."),
+    target_modules: list[str] = typer.Option(
+        None, metavar="NAME", help="Module to adapt (repeatable)."
+    ),
     rslora: bool = typer.Option(None, "--rslora/--no-rslora", help="Rank-stabilised LoRA."),
     epochs: int = typer.Option(None, help="Passes over the data."),
-    batch_size: int = typer.Option(None, help="Sequences per micro-batch."),
+    batch_size: str = typer.Option(
+        None, metavar="N|auto", help="Sequences per micro-batch; auto (default) fits the data."
+    ),
     grad_accum: int = typer.Option(None, help="Micro-batches per optimizer step."),
     lr: float = typer.Option(None, help="Peak learning rate."),
     lr_scheduler: str = typer.Option(None, help="cosine, linear or constant."),
@@ -79,7 +85,9 @@ def train(
     device: str = typer.Option(None, help="auto, cpu or cuda."),
     output: Path = typer.Option(None, help="Run directory (default runs/<name>)."),
     publish: str = typer.Option(None, help="Publish the adapter under this name."),
-    alias: list[str] = typer.Option(None, help="Alias for the new version (repeatable)."),
+    alias: list[str] = typer.Option(
+        None, metavar="NAME", help="Alias for the new version (repeatable)."
+    ),
     store: str = typer.Option(None, help="Adapter store URL [env LORAPLEX_STORE]."),
     max_rank: int = typer.Option(None, help="Largest rank the server serves."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output."),

@@ -7,7 +7,7 @@ value is a one-line error before the tokenizer or the model is touched.
 """
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -86,8 +86,10 @@ class LoraSettings(_Section):
 
 class TrainingSettings(_Section):
     epochs: int = Field(default=3, ge=1, description="Passes over the training data.")
-    batch_size: int = Field(
-        default=4, ge=1, description="Sequences per micro-batch (packed rows when packing)."
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        default="auto",
+        description="Sequences per micro-batch (packed rows when packing); auto sizes it "
+        "to the data (plan.py).",
     )
     grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
     learning_rate: float = Field(default=2e-4, gt=0, description="Peak learning rate.")

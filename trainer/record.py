@@ -9,6 +9,7 @@ import platform
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -23,7 +24,8 @@ class TrainingRecord(BaseModel):
     method: str
     base_model: str
     device: str
-    config: dict
+    config: dict  # as trained: `auto` settings hold their resolved values
+    resolved: dict[str, Any]  # the settings `auto` resolved, e.g. {"training.batch_size": 1}
     data: list[dict]
     train_examples: int
     eval_examples: int
@@ -54,6 +56,7 @@ def library_versions() -> dict[str, str]:
 
 def make_record(
     config: TrainConfig,
+    resolved: dict[str, Any],
     base_model: str,
     device: str,
     files: list[FileSummary],
@@ -67,6 +70,7 @@ def make_record(
         base_model=base_model,
         device=device,
         config=config.to_dict(),
+        resolved=resolved,
         data=[asdict(f) for f in files],
         train_examples=counts[0],
         eval_examples=counts[1],

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,7 +59,7 @@ from loraplex.trainer.model import (
 from loraplex.trainer.monitor import Monitor, peak_memory_bytes
 from loraplex.trainer.optim import make_optimizer, make_scheduler
 from loraplex.trainer.packing import collate
-from loraplex.trainer.plan import Step, plan_eval, plan_run
+from loraplex.trainer.plan import Step, auto_batching, few_steps_advice, plan_eval, plan_run
 from loraplex.trainer.record import TrainingRecord, make_record, summary
 from loraplex.trainer.render import show_example
 from loraplex.trainer.rundir import RunDir
@@ -99,11 +100,42 @@ def train(
     run = RunDir(config.output.run_dir)
     tokenizer = load_tokenizer(base_model)
     data = load_data(config, tokenizer)
+    config, resolved = resolve_auto(config, data)
     session = setup(config, base_model, data, tokenizer)
     run.start(config, resume)
     state = restore(run, session) if resume else TrainState()
     loop(config, session, data, run, state, progress, on_step)
-    return finish(config, base_model, session, data, run, state)
+    return finish(config, base_model, session, data, run, state, resolved)
+
+
+def resolve_auto(config: TrainConfig, data: Datasets) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config with `batch_size: auto` sized to the data, and what was resolved."""
+    if config.training.batch_size != "auto":
+        return config, {}
+    batching = auto_batching(
+        [len(e) for e in data.train],
+        epochs=config.training.epochs,
+        grad_accum=config.training.grad_accum,
+        packing=config.data.packing,
+        max_length=config.data.max_length,
+        seed=config.training.seed,
+        may_unpack="packing" not in config.data.model_fields_set,
+    )
+    resolved: dict[str, Any] = {"training.batch_size": batching.batch_size}
+    if batching.packing != config.data.packing:
+        resolved["data.packing"] = batching.packing
+    unit = "packed row" if batching.packing else "example"
+    log.info(
+        "batch_size auto: %d %s%s per micro-batch%s, %d optimizer steps",
+        batching.batch_size,
+        unit,
+        "s" * (batching.batch_size != 1),
+        "" if batching.packing == config.data.packing else " (packing off: the data is small)",
+        batching.steps,
+    )
+    training = config.training.model_copy(update={"batch_size": batching.batch_size})
+    data_settings = config.data.model_copy(update={"packing": batching.packing})
+    return config.model_copy(update={"training": training, "data": data_settings}), resolved
 
 
 def setup(config: TrainConfig, base_model: Path, data: Datasets, tokenizer) -> Session:
@@ -118,6 +150,8 @@ def setup(config: TrainConfig, base_model: Path, data: Datasets, tokenizer) -> S
         use_cheap_lora_dropout(model)
     params = list(trainable_parameters(model).values())
     plan = plan_run([len(e) for e in data.train], **plan_settings(config))
+    if advice := few_steps_advice(len(plan)):
+        log.warning("warning: %s", advice)
     optimizer = make_optimizer(params, config.training, config.method, device)
     scheduler = make_scheduler(optimizer, config.training, len(plan))
     pad, flat = pad_id(tokenizer), uses_per_example_attention(model)
@@ -187,10 +221,12 @@ def finish(
     data: Datasets,
     run: RunDir,
     state: TrainState,
+    resolved: dict[str, Any],
 ) -> TrainResult:
     """Export the adapter through the gate, write the record, publish."""
     record = make_record(
         config,
+        resolved,
         str(config.base_model or base_model),
         str(s.device),
         data.files,
