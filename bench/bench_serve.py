@@ -2,10 +2,14 @@
 adapters cost, measured with vLLM's own benchmark client.
 
 1. Side by side, same engine arguments, same 4 adapters: loraplex's gateway
-   (adapters from its store) and vLLM's server (`--lora-modules`), alternated
-   A-B-B-A so drift on a noisy machine hits both; `vllm.benchmarks.serve`
-   drives both with the same random prompts. Goals: output tokens/s ratio
-   loraplex/vLLM >= 0.97, median TTFT ratio <= 1.05.
+   (adapters from its store) and vLLM's server (`--lora-modules`), one server
+   up at a time, in `--pairs` pairs of rounds whose order alternates (AB, BA,
+   AB, ...) so drift on a noisy machine hits both sides alike; each round runs
+   `vllm.benchmarks.serve` `--repeats` times on the same random prompts. Each
+   pair gives one ratio (median of its loraplex runs over the median of its
+   vLLM runs); the result reports every pair's ratio and their min, median
+   and max, so the spread of a single ratio is known. Goals: output tokens/s
+   ratio loraplex/vLLM >= 0.97, median TTFT ratio <= 1.05 (median of pairs).
 2. On the gateway: cold adapter load latency (first request for a version
    never seen vs a warm one), swap latency (alias move → first response from
    the new version, default poll interval), and throughput with 1, 4, 16 and
@@ -14,6 +18,7 @@ adapters cost, measured with vLLM's own benchmark client.
 Results: bench/results/serve-<model>.json.
 
     .venv/bin/python -m bench.bench_serve [--model tiny|smollm2-135m-instruct]
+        [--pairs 4] [--repeats 2] [--prompts 64]
 """
 
 import argparse
@@ -145,7 +150,16 @@ def swap_seconds(port: int, store, name: str, version: int) -> float:
     raise RuntimeError("alias move never reached the gateway")
 
 
-def run(model: str, prompts: int, work: Path) -> dict:
+def round_order(pairs: int) -> list[tuple[int, str]]:
+    """(pair, side) for every round: AB, BA, AB, ... so neither side always goes first."""
+    order = []
+    for pair in range(pairs):
+        sides = ("loraplex", "vllm") if pair % 2 == 0 else ("vllm", "loraplex")
+        order += [(pair, side) for side in sides]
+    return order
+
+
+def run(model: str, prompts: int, pairs: int, repeats: int, work: Path) -> dict:
     from loraplex.base_models.registry import resolve_base_model
 
     base = resolve_base_model(model)
@@ -158,26 +172,59 @@ def run(model: str, prompts: int, work: Path) -> dict:
     for i, path in enumerate(adapter_dirs[66:]):  # served for the first time when timed
         store.publish(path, f"cold{i}", base_model=base)
     four = [f"a{i}" for i in range(4)]
-    side_by_side: dict[str, list[dict]] = {"loraplex": [], "vllm": []}
+    rounds: list[dict] = []
     scaling: dict[str, dict] = {}
     latencies: dict[str, list[float]] = {"cold_load_s": [], "warm_s": [], "swap_s": []}
-    for round_, side in enumerate(["loraplex", "vllm", "vllm", "loraplex"]):
+    for index, (pair, side) in enumerate(round_order(pairs)):
         port = free_port()
-        log = work / f"{side}-{round_}.log"
+        log = work / f"{side}-{index}.log"
         if side == "loraplex":
-            cmd = loraplex_cmd(base, store.url, port, model, work / f"cache-{round_}")
+            cmd = loraplex_cmd(base, store.url, port, model, work / f"cache-{index}")
         else:
             cmd = vllm_cmd(base, {n: adapter_dirs[i] for i, n in enumerate(four)}, port, model)
         proc = start(cmd, port, log)
         try:
-            out = work / f"{side}-{round_}.json"
-            side_by_side[side].append(vllm_bench(port, base, four, prompts, out))
-            if side == "loraplex" and round_ == 0:
+            runs = [
+                vllm_bench(port, base, four, prompts, work / f"{side}-{index}-{k}.json")
+                for k in range(repeats)
+            ]
+            rounds.append({"pair": pair, "side": side, "runs": runs})
+            if side == "loraplex" and not scaling:
                 scaling = measure_scaling(port, base, prompts, work)
                 latencies = measure_latencies(port, store)
         finally:
             stop(proc)
-    return summarize(model, prompts, side_by_side, scaling, latencies)
+    return summarize(model, prompts, rounds, scaling, latencies)
+
+
+def pair_ratios(rounds: list[dict], key: str) -> list[float]:
+    """loraplex / vLLM for each pair: the median of its runs on each side."""
+    ratios = []
+    for pair in sorted({r["pair"] for r in rounds}):
+        median = {
+            r["side"]: statistics.median(run[key] for run in r["runs"])
+            for r in rounds
+            if r["pair"] == pair
+        }
+        ratios.append(round(median["loraplex"] / median["vllm"], 3))
+    return ratios
+
+
+def spread(values: list[float]) -> dict:
+    return {
+        "min": min(values),
+        "median": round(statistics.median(values), 3),
+        "max": max(values),
+        "per_pair": values,
+    }
+
+
+def run_spread(rounds: list[dict], side: str, key: str) -> dict:
+    """How much one side's single runs vary: min, median, max and max/min."""
+    values = [run[key] for r in rounds if r["side"] == side for run in r["runs"]]
+    low, high = min(values), max(values)
+    return {"min": round(low, 2), "median": round(statistics.median(values), 2),
+            "max": round(high, 2), "max_over_min": round(high / low, 3)}  # fmt: skip
 
 
 def measure_scaling(port: int, base: Path, prompts: int, work: Path) -> dict:
@@ -203,24 +250,22 @@ def measure_latencies(port: int, store) -> dict:
     return {"cold_load_s": cold, "warm_s": warm, "swap_s": swaps}
 
 
-def summarize(model, prompts, side_by_side, scaling, latencies) -> dict:
-    def med(side: str, key: str) -> float:
-        return statistics.median(r[key] for r in side_by_side[side])
-
+def summarize(model, prompts, rounds, scaling, latencies) -> dict:
+    tps, ttft = "output_tokens_per_s", "median_ttft_ms"
     return {
         "benchmark": "serve",
         "model": model,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "client": "vllm.benchmarks.serve, random 128 in / 64 out, concurrency 16",
         "prompts_per_run": prompts,
-        "side_by_side": side_by_side,
+        "rounds": rounds,
         "ratios": {
-            "output_tokens_per_s_loraplex_over_vllm": round(
-                med("loraplex", "output_tokens_per_s") / med("vllm", "output_tokens_per_s"), 3
-            ),
-            "median_ttft_loraplex_over_vllm": round(
-                med("loraplex", "median_ttft_ms") / med("vllm", "median_ttft_ms"), 3
-            ),
+            "output_tokens_per_s_loraplex_over_vllm": spread(pair_ratios(rounds, tps)),
+            "median_ttft_loraplex_over_vllm": spread(pair_ratios(rounds, ttft)),
+        },
+        "single_run_spread": {
+            side: {tps: run_spread(rounds, side, tps), ttft: run_spread(rounds, side, ttft)}
+            for side in ("loraplex", "vllm")
         },
         "goals": {"output_tokens_per_s_ratio_min": 0.97, "median_ttft_ratio_max": 1.05},
         "adapter_scaling": scaling,
@@ -237,13 +282,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--pairs", type=int, default=4, help="loraplex/vLLM pairs of rounds")
+    parser.add_argument("--repeats", type=int, default=2, help="benchmark runs per round")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(args.model, args.prompts, Path(tmp))
+        result = run(args.model, args.prompts, args.pairs, args.repeats, Path(tmp))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"serve-{args.model}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("ratios", "latency")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("ratios", "single_run_spread")}, indent=2))
 
 
 if __name__ == "__main__":
