@@ -2,11 +2,11 @@
 running requests finish on the version they started with, nothing fails."""
 
 import asyncio
-import time
 
 import pytest
 
 from tests.fixtures.models import make_random_lora
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.engine
 
@@ -40,17 +40,20 @@ def test_a_new_version_is_served_within_a_second_of_publishing(
     store.publish(make_random_lora(tiny_model_dir, tmp_path / "v1", seed=41), "fresh")
     assert answer(client, "fresh")[0] == "fresh@1"  # a never-seen name is read through
     store.publish(make_random_lora(tiny_model_dir, tmp_path / "v2", seed=42), "fresh")
-    time.sleep(SWAP_DEADLINE_S)
-    assert answer(client, "fresh")[0] == "fresh@2"
+    eventually(
+        lambda: answer(client, "fresh")[0] == "fresh@2", SWAP_DEADLINE_S, "fresh@2 after publish"
+    )
 
 
 def test_an_alias_move_is_served_within_a_second(client, swap):
+    def served_by(version: int):
+        header, text = answer(client, "swap:prod")
+        return (header, text) if header == f"swap@{version}" else None
+
     swap.set_alias("swap", "prod", 1)
-    time.sleep(SWAP_DEADLINE_S)
-    header_before, text_before = answer(client, "swap:prod")
+    header_before, text_before = eventually(lambda: served_by(1), SWAP_DEADLINE_S, "prod → v1")
     swap.set_alias("swap", "prod", 2)
-    time.sleep(SWAP_DEADLINE_S)
-    header_after, text_after = answer(client, "swap:prod")
+    header_after, text_after = eventually(lambda: served_by(2), SWAP_DEADLINE_S, "prod → v2")
     assert (header_before, header_after) == ("swap@1", "swap@2")
     assert text_before != text_after
     assert answer(client, "swap@1") == (header_before, text_before)
