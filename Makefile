@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# The CPU build of torch comes from this machine's wheel directory.
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) torch==2.13.0+cpu
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[cpu,dev]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[cpu,eval,dev]'
 	$(BIN)/pip uninstall --quiet -y $(BROKEN) || true
 	$(BIN)/pip install --quiet --no-deps $(NODEPS)
 	$(BIN)/python -c "import transformers, peft, vllm, vllm_bnb_plugin, loraplex.cli"

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from loraplex.adapters.errors import AdapterError
+from loraplex.adapters.evaluations import Evaluation, list_evaluations
 from loraplex.adapters.manifest import Manifest
 from loraplex.adapters.refs import AdapterRef
 from loraplex.adapters.store import Store, open_store
@@ -82,11 +83,15 @@ def list_adapters(store: str = STORE, as_json: bool = JSON) -> None:
 
 @app.command()
 def show(ref: str = typer.Argument(...), store: str = STORE, as_json: bool = JSON) -> None:
-    """Show the manifest of REF (name, name@N or name:alias)."""
-    manifest, aliases = _run(
-        store, lambda s: (s.resolve(ref), s.aliases(AdapterRef.parse(ref).name))
+    """Show the manifest of REF (name, name@N or name:alias) and its evaluations."""
+    manifest, aliases, evaluations = _run(
+        store,
+        lambda s: (s.resolve(ref), s.aliases(AdapterRef.parse(ref).name), list_evaluations(s, ref)),
     )
-    _print(manifest.model_dump(mode="json"), as_json, _describe(manifest, aliases))
+    data = manifest.model_dump(mode="json")
+    data["evaluations"] = [e.model_dump(mode="json") for e in evaluations]
+    text = "\n".join([_describe(manifest, aliases), *map(_describe_evaluation, evaluations)])
+    _print(data, as_json, text)
 
 
 def _describe(m: Manifest, aliases: dict[str, int]) -> str:
@@ -108,6 +113,27 @@ def _describe(m: Manifest, aliases: dict[str, int]) -> str:
     if m.training:
         lines.append(f"  training     {json.dumps(m.training, sort_keys=True)}")
     return "\n".join(lines)
+
+
+def _describe_evaluation(e: Evaluation) -> str:
+    figures = "  ".join(
+        f"{name} {_figure(f.value)} [{_figure(f.low)}, {_figure(f.high)}]"
+        for name, f in e.metrics.items()
+    )
+    line = (
+        f"  evaluation   {e.created_at.isoformat(timespec='seconds')}  data sha256 "
+        f"{e.data_sha256[:12]} (n={e.examples})  {figures}  on {e.base_model or '?'} "
+        f"({e.quantization or '?'}) at {e.endpoint}"
+    )
+    if e.decision:
+        d = e.decision
+        verdict = "moved" if d.moved else "not moved"
+        line += f"\n               {d.alias}: {verdict} ({d.reason})"
+    return line
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 @app.command()

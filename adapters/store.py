@@ -48,6 +48,7 @@ ALIASES = "aliases.json"
 CLAIM = ".claim"
 DEFAULT_STORE = "./.loraplex/adapters"
 CAS_ATTEMPTS = 50
+ANY = object()  # set_alias(expect=ANY): move the alias wherever it points now
 VERSION_DIR = re.compile(r"v([0-9]+)")
 # A committed version, as a key under the store's root: `chat/v3/manifest.json`.
 COMMITTED = re.compile(rf"([^/]+)/v([0-9]+)/{re.escape(MANIFEST)}")
@@ -197,13 +198,20 @@ class Store:
 
     # -- aliases -----------------------------------------------------------------
 
-    def set_alias(self, name: str, alias: str, version: int) -> None:
+    def set_alias(self, name: str, alias: str, version: int, *, expect: object = ANY) -> None:
+        """Point `name:alias` at `version`; with `expect`, only if it points there now
+        (None: only if the alias does not exist), else `AliasConflict`."""
         check_name(name)
         check_name(alias, "alias")
         manifest_key = f"{name}/v{version}/{MANIFEST}"
         missing = AdapterNotFound(f"adapter '{name}@{version}' does not exist in {self.url}")
 
         def _point(current: dict[str, int]) -> dict[str, int]:
+            if expect is not ANY and current.get(alias) != expect:
+                raise AliasConflict(
+                    f"{name}:{alias} was moved to {current.get(alias)} meanwhile "
+                    f"(expected {expect}); not moving it"
+                )
             if self.backend.read(manifest_key) is None:
                 raise missing
             return {**current, alias: version}
@@ -249,6 +257,7 @@ class Store:
         self.backend.delete(f"{name}/v{version}/{MANIFEST}")
         for file in manifest.files:
             self.backend.delete(f"{name}/v{version}/{file}")
+        self.backend.delete_tree(f"{name}/v{version}/evaluations")  # see evaluations.py
         remaining = self.list_versions(name)
 
         def _drop(current: dict[str, int]) -> dict[str, int]:

@@ -30,6 +30,12 @@ try:  # serve and train are only present when their packages are complete
 except ImportError:  # pragma: no cover - transitional
     pass
 try:
+    from loraplex.evaluate.cli import register as register_eval_commands
+
+    register_eval_commands(app, adapters_app)
+except ImportError:  # pragma: no cover - transitional
+    pass
+try:
     from loraplex.trainer.cli import register as register_train_commands
 
     register_train_commands(app)

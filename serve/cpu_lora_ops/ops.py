@@ -39,6 +39,14 @@ def _apply(
     `target` is a (rows, width) view of the output; `weights` is [slots, >=width, in].
     """
     if inputs.shape[0] != plan.num_rows or target.shape[0] != plan.num_rows:
+        if not weights.any():
+            # vLLM's logits LoRA under `prompt_logprobs` passes one index per
+            # request for one row per prompt token. loraplex never serves LoRA on
+            # the output head (adapters/validate.py), so those weights are zero
+            # and the exact result is no change: shrink writes zeros, expand adds 0.
+            if not add:
+                target.zero_()
+            return
         # vLLM's ops fail here too; slicing would silently drop rows instead.
         raise ValueError(
             f"LoRA op: {plan.num_rows} row indices for {inputs.shape[0]} input rows "

@@ -231,3 +231,20 @@ def test_per_row_slots_equal_to_per_run_slots_get_their_own_grouping():
     vllm_ops.bgmv_shrink(x_sampled, w, want, run_slots, 1.0)
     ours.bgmv_shrink(x_sampled, w, got, run_slots, 1.0)
     assert_matches_vllm(got, want, torch.zeros(6, RANK), run_slots)
+
+
+def test_prompt_logprobs_logits_rows_with_per_request_indices():
+    """vLLM's logits LoRA under `prompt_logprobs` passes one index per request for one
+    row per prompt token. With the head's LoRA weights zero (loraplex never serves LoRA
+    on the head) the result is exactly no change; with real weights it is refused."""
+    x = torch.randn(56, HIDDEN)
+    indices = torch.tensor([0, 1])
+    buffer = torch.full((56, RANK), 7.0)
+    ours.bgmv_shrink(x, torch.zeros(SLOTS, 1, RANK, HIDDEN), buffer, indices, 1.0)
+    assert torch.equal(buffer, torch.zeros(56, RANK))
+    y = torch.randn(56, OUT)
+    before = y.clone()
+    ours.bgmv_expand(buffer, torch.zeros(SLOTS, 1, OUT, RANK), y, indices, add_inputs=True)
+    assert torch.equal(y, before)
+    with pytest.raises(ValueError, match="2 row indices for 56 input rows"):
+        ours.bgmv_shrink(x, torch.randn(SLOTS, 1, RANK, HIDDEN), buffer, indices, 1.0)
