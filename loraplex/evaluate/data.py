@@ -8,6 +8,7 @@ reference, which generation metrics and the judge use. Bad records are
 reported as `file:line: reason` and skipped, as in training.
 """
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +40,23 @@ class EvalData:
     examples: list[EvalExample] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
+    def drop_longer_than(self, max_length: int) -> None:
+        """Drop what the endpoint's context cannot hold, as problems (known only once
+        the endpoint says its context length)."""
+        kept = [e for e in self.examples if len(e.input_ids) <= max_length]
+        self.problems += [
+            Problem(e.source, f"{len(e.input_ids)} tokens, longer than the endpoint's {max_length}")
+            for e in self.examples
+            if len(e.input_ids) > max_length
+        ]
+        if not kept:
+            raise EvalDataError(f"no example in {self.path} fits the endpoint's context")
+        self.examples = kept
 
-def load_eval_data(path: Path, tokenizer, max_length: int, fmt: str = "auto") -> EvalData:
+
+def load_eval_data(
+    path: Path, tokenizer, max_length: int = sys.maxsize, fmt: str = "auto"
+) -> EvalData:
     """Read, validate and render `path`; refuse a file with no usable example."""
     from loraplex.trainer.errors import TrainError
 

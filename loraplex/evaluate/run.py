@@ -71,12 +71,12 @@ def evaluate(settings: EvalSettings, tokenizer) -> EvalReport:
 
 async def _evaluate(s: EvalSettings, tokenizer) -> EvalReport:
     started = datetime.now(UTC)
+    data = load_eval_data(s.data, tokenizer, fmt=s.data_format)  # before any request
     client = make_client(s.endpoint, s.api_key, s.timeout)
     asked = [s.served_as.get(m, m) for m in s.models]
     info = await open_endpoint(client, asked, s.api_key)
     judge = await _open_judge(s.judge) if JUDGE in s.metrics else None
-    context = info.max_model_len or DEFAULT_CONTEXT
-    data = load_eval_data(s.data, tokenizer, context - 1, s.data_format)
+    data.drop_longer_than((info.max_model_len or DEFAULT_CONTEXT) - 1)
     report = _new_report(s, info, data, started, judge)
     bar = tqdm(total=_planned(s, data), desc="eval", unit="req", disable=not s.progress)
     try:
