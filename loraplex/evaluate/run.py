@@ -221,11 +221,11 @@ async def _judge_all(s: EvalSettings, judge, examples, report: EvalReport, bar) 
             second = await ask(client, s.judge, constrain, e.question, theirs, mine)
             return first, second
 
-        verdicts = await pool(pairs, both_orders, s.concurrency, _NoBar(bar))
+        verdicts = await pool(pairs, both_orders, s.concurrency, _SecondOfPair(bar))
         result.judge = _judge_figure(baseline.model, verdicts.values)
 
 
-class _NoBar:
+class _SecondOfPair:
     """The judge counts its own progress (two requests per pair)."""
 
     def __init__(self, bar) -> None:

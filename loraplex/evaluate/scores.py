@@ -8,11 +8,15 @@ BLEU-4 from `sacrebleu` (corpus BLEU, its default 13a tokenizer and exp
 smoothing: the figure `sacrebleu.corpus_bleu` prints for the same texts).
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # `loraplex adapters ...` loads this module's names, not numpy
+    import numpy as np
 
 LOSS, EXACT, ROUGE_L, BLEU_4, JUDGE = "loss", "exact", "rouge-l", "bleu-4", "judge"
 GENERATION_METRICS = (EXACT, ROUGE_L, BLEU_4)

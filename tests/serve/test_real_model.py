@@ -8,18 +8,22 @@ the adapter answers unseen questions in that style while the base's answers
 stay exactly what they were.
 """
 
+import json
 import re
 from pathlib import Path
 
 import openai
 import pytest
+from typer.testing import CliRunner
 
 from loraplex.adapters import open_store
+from loraplex.adapters.evaluations import list_evaluations
 from tests.fixtures.engine import GatewayProcess
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
+HELD_OUT = REPO / "examples" / "data" / "pirate-held-out.jsonl"  # questions not in training
 BASE = "smollm2"
 QUESTIONS = ["What is the capital of Italy?", "How do I make a sandwich?"]  # not in the data
 # Words of the trained style (the base's own answers have none of the first two).
@@ -87,3 +91,35 @@ def test_make_model_output_is_served_and_a_qlora_adapter_changes_only_its_answer
     assert base_after == base_before
     for text in base_after:
         assert not PIRATE_ONLY.search(text), text
+
+
+def test_eval_through_the_gateway_scores_the_styled_adapter_above_the_base(
+    smollm2_gateway, smollm2_model_dir, capsys
+):
+    """`loraplex eval` on held-out pirate-style questions: the QLoRA adapter beats the
+    4-bit base on loss and ROUGE-L (and its figures are kept beside pirate@1)."""
+    from loraplex.cli import app
+
+    gateway, store, work = smollm2_gateway
+    if "pirate" not in store.list_names():  # run alone (-k): train it here
+        train_pirate(smollm2_model_dir, store.url, work / "run")
+    out = work / "eval.json"
+    result = CliRunner().invoke(app, [
+        "eval", "--endpoint", gateway.base_url, "--model", BASE, "--model", "pirate",
+        "--data", str(HELD_OUT), "--metrics", "loss,exact,rouge-l,bleu-4",
+        "--max-tokens", "40", "--base-model", str(smollm2_model_dir), "--store", store.url,
+        "--json", str(out), "--no-progress",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with capsys.disabled():  # the README's table comes from this output
+        print("\n" + result.stdout)
+    report = json.loads(out.read_text())
+    base, pirate = ({k: f["value"] for k, f in m["metrics"].items()} for m in report["models"])
+    assert report["quantization"] == "bitsandbytes" and report["data"]["examples"] == 10
+    assert pirate["loss"] < base["loss"] - 0.5, (pirate, base)
+    assert pirate["rouge-l"] > base["rouge-l"] + 0.1, (pirate, base)
+    assert (
+        report["models"][1]["metrics"]["loss"]["high"]
+        < report["models"][0]["metrics"]["loss"]["low"]
+    )  # the intervals do not even overlap
+    assert list_evaluations(store, "pirate")[-1].metrics["rouge-l"].value == pirate["rouge-l"]
