@@ -8,8 +8,9 @@ One gateway (tiny model, float32, one adapter in its store). At concurrency
   prompt of a held-out file through the gateway with the adapter: answers/s;
 - `vllm.benchmarks.serve` (what `vllm bench serve` runs) sends the same
   prompts to the same gateway and adapter through the chat endpoint, each
-  asked for exactly as many tokens as eval's answer to it had
-  (`--ignore-eos`), at the same concurrency: requests/s.
+  asked for eval's mean answer length in tokens (as the server counted them;
+  `--sharegpt-output-len`, `--ignore-eos`), at the same concurrency:
+  requests/s.
 
 The ratio eval / vLLM's client is what evaluation's own client costs (1.0:
 nothing). Results: bench/results/eval.json.
@@ -60,29 +61,36 @@ def eval_run(gateway, data: Path, tokenizer, concurrency: int, max_tokens: int):
         progress=False,
     )
     result = evaluate(settings, tokenizer).models[0]
-    lengths = [len(tokenizer(a or "", add_special_tokens=False).input_ids) for a in result.answers]
-    return result.answers_per_s, lengths
+    return result.answers_per_s, [n or 0 for n in result.answer_tokens]
 
 
-def vllm_run(gateway, base: Path, data: Path, lengths: list[int], concurrency: int, work: Path):
-    """vLLM's benchmark client, the same prompts, each with eval's answer length."""
+def vllm_run(gateway, base: Path, data: Path, output_len: int, concurrency: int, work: Path):
+    """vLLM's benchmark client: the same prompts (a ShareGPT-format file), each asked for
+    `output_len` tokens: eval's mean answer length, so both sides generate as much."""
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    custom = work / "custom.jsonl"
+    dataset = work / "sharegpt.json"
     records = [json.loads(line) for line in data.read_text().splitlines()]
-    custom.write_text(
-        "".join(
-            json.dumps({"prompt": r["messages"][0]["content"], "output_tokens": max(1, n)}) + "\n"
-            for r, n in zip(records, lengths, strict=True)
+    dataset.write_text(
+        json.dumps(
+            [
+                {
+                    "conversations": [
+                        {"from": "human", "value": r["messages"][0]["content"]},
+                        {"from": "gpt", "value": "unused: --sharegpt-output-len sets it"},
+                    ]
+                }
+                for r in records
+            ]
         )
     )
     out = work / f"vllm-{concurrency}.json"
     argv = [
         "--backend", "openai-chat", "--base-url", gateway.base_url,
         "--endpoint", "/v1/chat/completions", "--model", str(base), "--served-model-name", ADAPTER,
-        "--tokenizer", str(base), "--dataset-name", "custom", "--dataset-path", str(custom),
-        "--skip-chat-template", "--num-prompts", str(len(records)),
+        "--tokenizer", str(base), "--dataset-name", "sharegpt", "--dataset-path", str(dataset),
+        "--num-prompts", str(len(records)), "--sharegpt-output-len", str(output_len),
         "--max-concurrency", str(concurrency), "--ignore-eos", "--temperature", "0",
         "--seed", "0", "--save-result", "--result-dir", str(work), "--result-filename", out.name,
         "--disable-tqdm",
@@ -113,10 +121,11 @@ def run(prompts: int, max_tokens: int, work: Path) -> dict:
                     rate, lengths = eval_run(gateway, data, tokenizer, c, max_tokens)
                     rows[c]["eval_answers_per_s"].append(rate)
                 else:
-                    rate, completed = vllm_run(gateway, base, data, lengths, c, work)
-                    assert completed == prompts, completed
+                    output_len = max(1, round(statistics.fmean(lengths)))
+                    rate, completed = vllm_run(gateway, base, data, output_len, c, work)
                     rows[c]["vllm_requests_per_s"].append(rate)
-            rows[c]["mean_answer_tokens"] = round(statistics.fmean(lengths), 1)
+                    rows[c]["vllm_completed"] = completed
+            rows[c]["eval_mean_answer_tokens"] = round(statistics.fmean(lengths), 2)
     return summarize(prompts, max_tokens, rows)
 
 
@@ -141,7 +150,7 @@ def summarize(prompts: int, max_tokens: int, rows: dict) -> dict:
         "prompts": prompts,
         "max_tokens": max_tokens,
         "client": "loraplex eval (exact metric) vs vllm.benchmarks.serve (openai-chat, "
-        "custom dataset: same prompts, eval's answer lengths, --ignore-eos)",
+        "ShareGPT-format file: same prompts, eval's mean answer length, --ignore-eos)",
         "by_concurrency": table,
     }
 

@@ -50,7 +50,8 @@ async def answer_loss(
 
 async def greedy_answer(
     client: openai.AsyncOpenAI, model: str, example: EvalExample, max_tokens: int
-) -> str:
+) -> tuple[str, int | None]:
+    """(the answer, its tokens as the server counted them)."""
     response = await client.chat.completions.create(
         model=model,
         messages=list(example.messages),
@@ -58,4 +59,5 @@ async def greedy_answer(
         temperature=0,
         seed=0,
     )
-    return response.choices[0].message.content or ""
+    tokens = response.usage.completion_tokens if response.usage else None
+    return response.choices[0].message.content or "", tokens

@@ -35,6 +35,7 @@ class ModelResult(BaseModel):
     judge: JudgeFigure | None = None
     answers_per_s: float | None = None
     answers: list[str | None] = Field(default_factory=list)  # greedy, one per example
+    answer_tokens: list[int | None] = Field(default_factory=list)  # as the server counted
 
     def figure(self, metric: str) -> Figure | None:
         return self.judge if metric == "judge" else self.metrics.get(metric)

@@ -167,8 +167,9 @@ async def _measure_model(s, client, info, examples: list[EvalExample], result, b
     started = time.perf_counter()
     answers = await pool(examples, answer, s.concurrency, bar)
     seconds = time.perf_counter() - started
-    answered = [(a, e) for a, e in zip(answers.values, examples, strict=True) if a is not None]
-    result.answers = answers.values
+    result.answers = [v[0] if v else None for v in answers.values]
+    result.answer_tokens = [v[1] if v else None for v in answers.values]
+    answered = [(a, e) for a, e in zip(result.answers, examples, strict=True) if a is not None]
     result.answers_per_s = round(len(answered) / seconds, 3) if answered else None
     for metric in GENERATION_METRICS:
         if metric in s.metrics:
