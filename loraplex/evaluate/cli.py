@@ -47,7 +47,9 @@ FORMAT = typer.Option("auto", "--format", help="auto, chat, prompt-completion or
 
 
 def eval_command(
-    model: list[str] = typer.Option(..., "--model", help="Model or adapter (repeatable)."),
+    model: list[str] = typer.Option(
+        ..., "--model", metavar="REF", help="Model or adapter (repeatable)."
+    ),
     data: Path = DATA,
     endpoint: str = ENDPOINT,
     metrics: str = typer.Option(
