@@ -21,6 +21,7 @@ RUNS = [
     ["bench.bench_parity"],
     ["bench.bench_load"],
     ["bench.bench_trainer"],
+    ["bench.bench_eval"],
 ]
 OPS_LOADS = ["base", "one_adapter", "mix_2", "mix_8", "mix_16"]
 

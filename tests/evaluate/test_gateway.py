@@ -61,7 +61,7 @@ def test_verdicts_not_in_the_asked_format_are_counted_invalid(gateway, eval_toke
 
 
 def test_eval_cli_writes_the_report_plot_and_records_stored_versions(
-    cli, gateway, served_store, trained, tmp_path
+    cli, gateway, served_store, trained, tmp_path, capsys
 ):
     out = tmp_path / "report.json"
     args = [
@@ -71,6 +71,8 @@ def test_eval_cli_writes_the_report_plot_and_records_stored_versions(
     ]  # fmt: skip
     result = cli.invoke(app, args)
     assert result.exit_code == 0, result.output
+    with capsys.disabled():  # shown with -s: the README quotes it
+        print("\n" + result.stdout)
     header, *rows = result.stdout.splitlines()
     assert header.split() == ["model", "n", "loss", "exact", "rouge-l", "bleu-4", "answers/s"]
     assert rows[0].startswith("tiny ") and rows[1].startswith("evalbot@1 ")
@@ -101,6 +103,7 @@ def test_promote_moves_for_a_better_version_and_refuses_a_worse_one(
     assert moved.exit_code == 0, moved.output
     assert store.aliases("gated")["prod"] == 2
     refused = cli.invoke(app, ["adapters", "promote", "gated@3", *common])
+    print(moved.stdout, refused.stderr)
     assert refused.exit_code == 1
     assert store.aliases("gated")["prod"] == 2
     line = refused.stderr.strip().splitlines()[-1]

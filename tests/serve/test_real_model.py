@@ -102,7 +102,7 @@ def test_eval_through_the_gateway_scores_the_styled_adapter_above_the_base(
 
     gateway, store, work = smollm2_gateway
     if "pirate" not in store.list_names():  # run alone (-k): train it here
-        train_pirate(smollm2_model_dir, store.url, work / "run")
+        train_pirate(smollm2_model_dir, store.url, work / "run-for-eval")
     out = work / "eval.json"
     result = CliRunner().invoke(app, [
         "eval", "--endpoint", gateway.base_url, "--model", BASE, "--model", "pirate",
