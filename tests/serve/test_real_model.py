@@ -118,8 +118,4 @@ def test_eval_through_the_gateway_scores_the_styled_adapter_above_the_base(
     assert report["quantization"] == "bitsandbytes" and report["data"]["examples"] == 10
     assert pirate["loss"] < base["loss"] - 0.5, (pirate, base)
     assert pirate["rouge-l"] > base["rouge-l"] + 0.1, (pirate, base)
-    assert (
-        report["models"][1]["metrics"]["loss"]["high"]
-        < report["models"][0]["metrics"]["loss"]["low"]
-    )  # the intervals do not even overlap
     assert list_evaluations(store, "pirate")[-1].metrics["rouge-l"].value == pirate["rouge-l"]
