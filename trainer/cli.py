@@ -5,14 +5,23 @@ A thin layer: flags become dotted overrides of the YAML config
 `train.train` runs. Only typer is imported at load time; torch and
 transformers load inside the command. A user's mistake is one line on
 stderr and exit status 1, never a traceback.
+
+Under torchrun every rank runs this same command; rank 0 alone logs and
+prints, and a mistake every rank makes alike (config, data) is reported by
+rank 0 only. `--nproc-per-node N` checks the config and the data here, once,
+then hands the process over to torchrun (`torch.distributed.run`) on this
+machine, which starts N ranks of the same command.
 """
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import typer
 
+# Set by `--nproc-per-node` for the ranks it starts: the data was checked and reported.
+DATA_CHECKED = "LORAPLEX_DATA_CHECKED"
 # flag name → dotted setting it overrides
 FLAG_SETTINGS = {
     "base_model": "base_model",
@@ -39,6 +48,7 @@ FLAG_SETTINGS = {
     "gradient_checkpointing": "training.gradient_checkpointing",
     "checkpoint_every": "training.checkpoint_every",
     "device": "training.device",
+    "distributed": "training.distributed",
     "output": "output.dir",
     "publish": "output.publish",
     "alias": "output.aliases",
@@ -83,6 +93,12 @@ def train(
     ),
     checkpoint_every: int = typer.Option(None, help="Checkpoint every N steps (0: never)."),
     device: str = typer.Option(None, help="auto, cpu or cuda."),
+    distributed: str = typer.Option(
+        None, help="Across ranks: ddp, fsdp (FSDP2, not with qlora) or auto (ddp)."
+    ),
+    nproc_per_node: int = typer.Option(
+        None, min=1, help="Start this many ranks on this machine (hands over to torchrun)."
+    ),
     output: Path = typer.Option(None, help="Run directory (default runs/<name>)."),
     publish: str = typer.Option(None, help="Publish the adapter under this name."),
     alias: list[str] = typer.Option(
@@ -101,6 +117,8 @@ def train(
     flags = {name: given[name] for name in FLAG_SETTINGS if given[name] not in (None, [], ())}
     log_to_stderr()
     try:
+        if nproc_per_node is not None and "TORCHELASTIC_RUN_ID" not in os.environ:
+            check_then_launch(config, flags, nproc_per_node)
         run(config, flags, resume=resume, show=show_example, progress=progress)
     except KeyboardInterrupt:
         typer.echo(
@@ -113,8 +131,13 @@ def train(
         message = user_error(exc)
         if message is None:
             raise
-        typer.echo(f"error: {message}", err=True)
+        if rank() == 0 or not same_on_every_rank(exc):
+            typer.echo(f"error: {message}", err=True)
         raise typer.Exit(1) from None
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def log_to_stderr() -> None:
@@ -123,7 +146,9 @@ def log_to_stderr() -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("loraplex.trainer")
     logger.handlers = [handler]
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if rank() == 0 else logging.ERROR)
+    if os.environ.get(DATA_CHECKED):  # the launcher has reported the data already
+        logging.getLogger("loraplex.trainer.data").setLevel(logging.ERROR)
     logger.propagate = False
 
 
@@ -141,8 +166,45 @@ def run(config_path: Path | None, flags: dict, *, resume: bool, show: bool, prog
         return
     from loraplex.trainer.train import train as run_training
 
+    if rank() != 0:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # rank 0's bars are enough
+
     result = run_training(config, base_model, resume=resume, progress=progress)
-    typer.echo(result.manifest.ref if result.manifest else str(result.adapter_dir))
+    if rank() == 0:
+        typer.echo(result.manifest.ref if result.manifest else str(result.adapter_dir))
+
+
+def check_then_launch(config_path: Path | None, flags: dict, nproc: int) -> None:
+    """Check the config and the data once, then become torchrun with `nproc` ranks."""
+    from loraplex.base_models.registry import resolve_base_model
+    from loraplex.trainer.config import load_config
+    from loraplex.trainer.model import load_tokenizer
+    from loraplex.trainer.train import load_data
+
+    overrides = {FLAG_SETTINGS[name]: value for name, value in flags.items()}
+    config = load_config(config_path, overrides)
+    load_data(config, load_tokenizer(resolve_base_model(config.base_model)))
+    if sys.argv[1:2] != ["train"]:
+        raise RuntimeError(f"cannot find the train command's arguments in {sys.argv}")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={nproc}", "-m", "loraplex.cli", "train"]
+    command += without_nproc(sys.argv[2:])
+    sys.stderr.flush()
+    os.execve(sys.executable, command, {**os.environ, DATA_CHECKED: "1"})
+
+
+def without_nproc(args: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            kept.append(arg)
+    return kept
 
 
 def user_error(exc: Exception) -> str | None:
@@ -154,6 +216,13 @@ def user_error(exc: Exception) -> str | None:
     if isinstance(exc, TrainError | AdapterError | BaseModelUnavailable):
         return str(exc)
     return None
+
+
+def same_on_every_rank(exc: Exception) -> bool:
+    """Mistakes in the config or the data: every rank finds them, rank 0 reports them."""
+    from loraplex.trainer.errors import ConfigError, DataError, ResumeError, TemplateError
+
+    return isinstance(exc, ConfigError | DataError | TemplateError | ResumeError)
 
 
 def register(app: typer.Typer) -> None:

@@ -114,6 +114,16 @@ class TrainingSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto = CUDA when available, else CPU."
     )
+    distributed: Literal["auto", "ddp", "fsdp"] = Field(
+        default="auto",
+        description="Across ranks (torchrun): ddp (whole base per rank) or fsdp (FSDP2, "
+        "sharded); auto = ddp.",
+    )
+    collective_timeout: int = Field(
+        default=600,
+        ge=10,
+        description="Seconds a rank waits on the others before the job fails (not hangs).",
+    )
 
 
 class OutputSettings(_Section):
@@ -169,6 +179,16 @@ class TrainConfig(_Section):
             raise ValueError(
                 f"lora.r={self.lora.r} is above output.max_rank={self.output.max_rank}, "
                 "the largest rank the server serves"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _qlora_not_sharded(self) -> "TrainConfig":
+        if self.method == "qlora" and self.training.distributed == "fsdp":
+            raise ValueError(
+                "QLoRA with FSDP2 is refused: bitsandbytes' 4-bit weights do not shard "
+                "reliably (bitsandbytes#1945, accelerate#3983: silently wrong results); "
+                "use training.distributed=ddp (--distributed ddp)"
             )
         return self
 

@@ -4,7 +4,10 @@ The adapter is saved as `adapter_config.json` + `adapter_model.safetensors`
 (fp32 LoRA weights, bias none, no modules_to_save, the base model named),
 then put through the store's own validation (`validate_adapter_dir`, the
 same gate `publish` applies) before it is moved into place: an adapter that
-vLLM would refuse or serve wrongly never leaves the trainer.
+vLLM would refuse or serve wrongly never leaves the trainer. The gate
+checks every `lora_A` / `lora_B` tensor for its full 2-D shape against the
+base: a sharded save's `[0]`-shaped tensors (peft#2450), which vLLM then
+crashes on (vllm#28640), are refused here.
 """
 
 import json
@@ -23,12 +26,18 @@ from loraplex.trainer.errors import ExportError
 SERVED_DTYPES = {"F32", "BF16"}
 
 
-def export_adapter(model, out_dir: Path, base_model: Path, max_rank: int) -> LoraSettings:
-    """Write the trained LoRA to `out_dir` (all or nothing) after the export gate."""
+def export_adapter(
+    model, out_dir: Path, base_model: Path, max_rank: int, weights: dict | None = None
+) -> LoraSettings:
+    """Write the trained LoRA to `out_dir` (all or nothing) after the export gate.
+
+    `weights`: the whole LoRA weights by parameter name, gathered from the ranks
+    (distributed.full_trainable); FSDP2's parameters hold only a shard each.
+    """
     out_dir = Path(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging, safe_serialization=True)
+    model.save_pretrained(staging, safe_serialization=True, state_dict=weights)
     (staging / "README.md").unlink(missing_ok=True)  # PEFT's model-card stub
     config_path = staging / gate.CONFIG_FILE
     config = json.loads(config_path.read_text())

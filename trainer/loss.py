@@ -80,3 +80,18 @@ class FrozenHeadCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_total):
         (grad,) = ctx.saved_tensors
         return grad * grad_total.to(grad.dtype), None, None, None, None
+
+
+class TokenLoss(torch.nn.Module):
+    """`token_loss_sum` as a module: the one that DDP or FSDP2 wraps (distributed.py).
+
+    Their hooks run when the wrapped module is called, and the loss reaches the
+    decoder and the head directly (above), not through the model's forward.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, targets, position_ids, attention_mask=None) -> torch.Tensor:
+        return token_loss_sum(self.model, Batch(input_ids, targets, position_ids, attention_mask))

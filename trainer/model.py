@@ -154,5 +154,11 @@ def keep_4bit_weights_trainable(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The base's decoder layers: FSDP2's units (distributed.py)."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return list(causal.get_decoder().layers)
+
+
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}

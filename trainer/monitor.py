@@ -26,8 +26,14 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 class Monitor:
     def __init__(
-        self, total_steps: int, start_step: int, log_dir: Path | None, progress: bool
+        self,
+        total_steps: int,
+        start_step: int,
+        log_dir: Path | None,
+        progress: bool,
+        main: bool = True,  # False on ranks other than 0: they show nothing
     ) -> None:
+        self.main = main
         self.bar = tqdm(
             total=total_steps,
             initial=start_step,
@@ -58,6 +64,8 @@ class Monitor:
                 self.writer.add_scalar("train/grad_norm", result.grad_norm, step)
 
     def epoch(self, epoch: int, step: int, train_loss: float, eval_loss: float | None) -> None:
+        if not self.main:
+            return
         line = f"epoch {epoch + 1}: train loss {train_loss:.4f}"
         if eval_loss is not None:
             line += f", eval loss {eval_loss:.4f}"

@@ -32,6 +32,15 @@ class Batch:
     def trained_tokens(self) -> int:
         return int((self.targets != IGNORE).sum())
 
+    def untrained(self) -> "Batch":
+        """The same rows with nothing to learn: a filler for a rank short of work."""
+        return Batch(
+            self.input_ids,
+            torch.full_like(self.targets, IGNORE),
+            self.position_ids,
+            self.attention_mask,
+        )
+
     def to(self, device: torch.device | str) -> "Batch":
         mask = self.attention_mask
         return Batch(

@@ -2,7 +2,8 @@
 
 Enough to reproduce and to judge the run: the full configuration, each
 data file's sha256 and what became of its records, the library versions,
-the losses, tokens, time and peak memory.
+the losses, tokens, time and peak memory; and, for a run on several ranks,
+the world size, strategy, nodes and each rank's peak memory and parameters.
 """
 
 import platform
@@ -18,6 +19,16 @@ from loraplex.trainer.config import TrainConfig
 from loraplex.trainer.dataset import FileSummary
 
 LIBRARIES = ("loraplex", "torch", "transformers", "peft", "bitsandbytes", "tokenizers")
+
+
+class DistributedRecord(BaseModel):
+    """How the run was spread: one entry per rank in the lists, in rank order."""
+
+    world_size: int = 1
+    strategy: str = "none"  # none (one process), ddp or fsdp
+    nodes: int = 1
+    peak_memory_bytes: list[int] = []  # per rank
+    parameter_bytes: list[int] = []  # per rank: all under DDP, about 1/N under FSDP2
 
 
 class TrainingRecord(BaseModel):
@@ -36,12 +47,13 @@ class TrainingRecord(BaseModel):
     train_seconds: float
     tokens_per_second: float
     train_cpu_seconds: float
-    peak_memory_bytes: int
+    peak_memory_bytes: int  # the largest of any rank
     final_loss: float | None
     final_eval_loss: float | None
     epoch_losses: list[dict]
     losses: list[float]  # per optimizer step
     finished_at: str
+    distributed: DistributedRecord = DistributedRecord()
 
 
 def library_versions() -> dict[str, str]:
@@ -63,6 +75,7 @@ def make_record(
     counts: tuple[int, int],
     state: TrainState,
     peak_memory: int,
+    distributed: DistributedRecord | None = None,
 ) -> TrainingRecord:
     eval_losses = [e["eval_loss"] for e in state.epochs if e.get("eval_loss") is not None]
     return TrainingRecord(
@@ -87,6 +100,7 @@ def make_record(
         epoch_losses=state.epochs,
         losses=[round(loss, 5) for loss in state.losses],
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        distributed=distributed or DistributedRecord(),
     )
 
 
@@ -100,6 +114,9 @@ def summary(record: TrainingRecord) -> str:
         f"final loss {record.final_loss:.4f}" if record.final_loss is not None else "no steps",
         f"peak memory {memory:,.0f} MiB ({kind}, {record.device})",
     ]
+    ranks = record.distributed
+    if ranks.world_size > 1:
+        lines[2] += f"; {ranks.world_size} ranks on {ranks.nodes} node(s), {ranks.strategy}"
     if record.final_eval_loss is not None:
         lines[1] += f", eval loss {record.final_eval_loss:.4f}"
     return "\n".join(lines)

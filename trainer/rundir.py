@@ -30,6 +30,7 @@ RESUMABLE_CHANGES = {
     "output.dir",
     "training.checkpoint_every",
     "training.keep_checkpoints",
+    "training.collective_timeout",
 }
 
 

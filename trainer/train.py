@@ -25,6 +25,11 @@ What it does, and the trade-offs it makes:
 - **Export** writes a PEFT adapter that passes the store's own validation;
   **publish** stores it as the next version, with this run's record in the
   manifest.
+- **Ranks** (under torchrun): each rank takes its share of every step's
+  micro-batches, and DDP or FSDP2 exchanges the LoRA gradients, so N ranks
+  with accumulation k train the adapter one process with N·k trains
+  (distributed.py). Rank 0 alone shows progress, writes the logs, the record
+  and the adapter, and publishes; any rank's failure fails the job.
 """
 
 import logging
@@ -46,10 +51,13 @@ from loraplex.trainer.checkpoint import (
 )
 from loraplex.trainer.config import TrainConfig
 from loraplex.trainer.dataset import Datasets, prepare_datasets
+from loraplex.trainer.distributed import Group, full_trainable, local_parameter_bytes
 from loraplex.trainer.dropout import use_cheap_lora_dropout
 from loraplex.trainer.export import export_adapter, publish_adapter
 from loraplex.trainer.loop import evaluate, train_step
+from loraplex.trainer.loss import TokenLoss
 from loraplex.trainer.model import (
+    decoder_layers,
     load_model,
     load_tokenizer,
     pick_device,
@@ -58,13 +66,14 @@ from loraplex.trainer.model import (
 )
 from loraplex.trainer.monitor import Monitor, peak_memory_bytes
 from loraplex.trainer.optim import make_optimizer, make_scheduler
-from loraplex.trainer.packing import collate
+from loraplex.trainer.packing import Batch, collate
 from loraplex.trainer.plan import Step, auto_batching, few_steps_advice, plan_eval, plan_run
-from loraplex.trainer.record import TrainingRecord, make_record, summary
+from loraplex.trainer.record import DistributedRecord, TrainingRecord, make_record, summary
 from loraplex.trainer.render import show_example
 from loraplex.trainer.rundir import RunDir
 
 log = logging.getLogger("loraplex.trainer")
+data_log = logging.getLogger("loraplex.trainer.data")  # what became of each file's records
 
 
 @dataclass(frozen=True)
@@ -80,12 +89,14 @@ class Session:
     """The live objects of one run, built from the config."""
 
     model: torch.nn.Module
+    loss_fn: torch.nn.Module  # TokenLoss(model), wrapped by DDP or FSDP2 across ranks
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     plan: list[Step]
     device: torch.device
     batch: Callable  # micro-batch of the plan → Batch
+    group: Group
 
 
 def train(
@@ -98,24 +109,32 @@ def train(
 ) -> TrainResult:
     """Train an adapter on `base_model` (a resolved directory) as `config` says."""
     run = RunDir(config.output.run_dir)
+    group = Group.from_env()
     tokenizer = load_tokenizer(base_model)
     data = load_data(config, tokenizer)
-    config, resolved = resolve_auto(config, data)
-    session = setup(config, base_model, data, tokenizer)
-    run.start(config, resume)
-    state = restore(run, session) if resume else TrainState()
-    loop(config, session, data, run, state, progress, on_step)
-    return finish(config, base_model, session, data, run, state, resolved)
+    config, resolved = resolve_auto(config, data, group.world)
+    session = setup(config, base_model, data, tokenizer, group)
+    try:
+        if group.main:
+            run.start(config, resume)
+        group.barrier()
+        state = restore(run, session) if resume else TrainState(world_size=group.world)
+        loop(config, session, data, run, state, progress, on_step)
+        return finish(config, base_model, session, data, run, state, resolved)
+    finally:
+        group.stop()
 
 
-def resolve_auto(config: TrainConfig, data: Datasets) -> tuple[TrainConfig, dict[str, Any]]:
+def resolve_auto(
+    config: TrainConfig, data: Datasets, world: int = 1
+) -> tuple[TrainConfig, dict[str, Any]]:
     """The config with `batch_size: auto` sized to the data, and what was resolved."""
     if config.training.batch_size != "auto":
         return config, {}
     batching = auto_batching(
         [len(e) for e in data.train],
         epochs=config.training.epochs,
-        grad_accum=config.training.grad_accum,
+        grad_accum=config.training.grad_accum * world,  # the step of all ranks
         packing=config.data.packing,
         max_length=config.data.max_length,
         seed=config.training.seed,
@@ -138,9 +157,13 @@ def resolve_auto(config: TrainConfig, data: Datasets) -> tuple[TrainConfig, dict
     return config.model_copy(update={"training": training, "data": data_settings}), resolved
 
 
-def setup(config: TrainConfig, base_model: Path, data: Datasets, tokenizer) -> Session:
-    """Model with LoRA, optimizer, schedule and the plan of every step."""
-    device = pick_device(config.training.device)
+def setup(
+    config: TrainConfig, base_model: Path, data: Datasets, tokenizer, group: Group
+) -> Session:
+    """Process group, model with LoRA (wrapped across ranks), optimizer, schedule, plan."""
+    group.choose(config.training.distributed)
+    device = group.device(pick_device(config.training.device))
+    group.start(device, config.training.collective_timeout)
     torch.manual_seed(config.training.seed)  # LoRA init, then dropout
     log.info("loading %s for %s on %s", base_model, config.method, device)
     model = load_model(
@@ -148,8 +171,12 @@ def setup(config: TrainConfig, base_model: Path, data: Datasets, tokenizer) -> S
     )
     if device.type == "cpu":
         use_cheap_lora_dropout(model)
-    params = list(trainable_parameters(model).values())
-    plan = plan_run([len(e) for e in data.train], **plan_settings(config))
+    group.broadcast_trainable(list(trainable_parameters(model).values()))
+    if group.rank:
+        torch.manual_seed(config.training.seed + 7919 * group.rank)  # its own dropout masks
+    loss_fn = group.wrap(TokenLoss(model), decoder_layers(model))
+    params = list(trainable_parameters(model).values())  # FSDP2's shards, once wrapped
+    plan = plan_run([len(e) for e in data.train], **plan_settings(config, world=group.world))
     if advice := few_steps_advice(len(plan)):
         log.warning("warning: %s", advice)
     optimizer = make_optimizer(params, config.training, config.method, device)
@@ -159,7 +186,7 @@ def setup(config: TrainConfig, base_model: Path, data: Datasets, tokenizer) -> S
     def batch(examples, micro_batch):
         return collate(examples, micro_batch, config.data.packing, pad, flat)
 
-    return Session(model, params, optimizer, scheduler, plan, device, batch)
+    return Session(model, loss_fn, params, optimizer, scheduler, plan, device, batch, group)
 
 
 def restore(run: RunDir, s: Session) -> TrainState:
@@ -167,7 +194,7 @@ def restore(run: RunDir, s: Session) -> TrainState:
     if not checkpoints:
         log.info("no checkpoint in %s yet: starting from the first step", run.root)
         return TrainState()
-    state = load_checkpoint(checkpoints[-1], s.model, s.optimizer, s.scheduler)
+    state = load_checkpoint(checkpoints[-1], s.model, s.optimizer, s.scheduler, s.group)
     log.info("resuming %s at step %d of %d", run.root, state.step, len(s.plan))
     return state
 
@@ -183,19 +210,19 @@ def loop(
 ) -> None:
     """Every remaining step of the plan; eval at each epoch's end; checkpoints."""
     eval_plan = plan_eval([len(e) for e in data.eval], **plan_settings(config, eval=True))
-    eval_batches = [s.batch(data.eval, mb) for mb in eval_plan]
-    logs = run.logs if config.output.tensorboard else None
-    monitor = Monitor(len(s.plan), state.step, logs, progress)
+    eval_batches = rank_share(s, eval_plan, data.eval)
+    logs = run.logs if config.output.tensorboard and s.group.main else None
+    monitor = Monitor(len(s.plan), state.step, logs, progress and s.group.main, s.group.main)
     every = config.training.checkpoint_every
-    s.model.train()
+    s.loss_fn.train()
     try:
         for index in range(state.step, len(s.plan)):
             step = s.plan[index]
             started, cpu_started = time.monotonic(), time.process_time()
-            batches = [s.batch(data.train, mb) for mb in step.micro_batches]
+            batches = rank_share(s, step.micro_batches, data.train)
             result = train_step(
-                s.model, batches, s.optimizer, s.scheduler, s.params,
-                config.training.max_grad_norm, s.device,
+                s.loss_fn, batches, s.optimizer, s.scheduler, s.params,
+                config.training.max_grad_norm, s.device, s.group,
             )  # fmt: skip
             state.step += 1
             state.trained_tokens += result.tokens
@@ -207,7 +234,9 @@ def loop(
                 end_epoch(s, index, state, monitor, eval_batches)
             if every and (state.step % every == 0 or state.step == len(s.plan)):
                 keep = config.training.keep_checkpoints
-                save_checkpoint(run.checkpoints, s.model, s.optimizer, s.scheduler, state, keep)
+                save_checkpoint(
+                    run.checkpoints, s.model, s.optimizer, s.scheduler, state, keep, s.group
+                )
             if on_step is not None:
                 on_step(state)
     finally:
@@ -223,7 +252,15 @@ def finish(
     state: TrainState,
     resolved: dict[str, Any],
 ) -> TrainResult:
-    """Export the adapter through the gate, write the record, publish."""
+    """Rank 0: export the adapter through the gate, write the record, publish."""
+    peaks = s.group.gather(peak_memory_bytes(s.device))
+    ranks = DistributedRecord(
+        world_size=s.group.world,
+        strategy=s.group.strategy,
+        nodes=s.group.nodes,
+        peak_memory_bytes=peaks,
+        parameter_bytes=s.group.gather(local_parameter_bytes(s.model)),
+    )
     record = make_record(
         config,
         resolved,
@@ -232,9 +269,13 @@ def finish(
         data.files,
         (len(data.train), len(data.eval)),
         state,
-        peak_memory_bytes(s.device),
+        max(peaks),
+        ranks,
     )
-    export_adapter(s.model, run.adapter, base_model, config.output.max_rank)
+    weights = full_trainable(s.model)  # every rank: FSDP2 gathers
+    if not s.group.main:
+        return TrainResult(run.root, run.adapter, record, None)
+    export_adapter(s.model, run.adapter, base_model, config.output.max_rank, weights)
     run.record.write_text(record.model_dump_json(indent=2) + "\n")
     log.info("%s\nadapter: %s", summary(record), run.adapter)
     manifest = None
@@ -249,10 +290,10 @@ def finish(
 def load_data(config: TrainConfig, tokenizer) -> Datasets:
     """Read, validate and render the data; report every problem and what was kept."""
     data = prepare_datasets(
-        config.data, tokenizer, config.training.seed, report=lambda p: log.warning("%s", p)
+        config.data, tokenizer, config.training.seed, report=lambda p: data_log.warning("%s", p)
     )
     for f in data.files:
-        log.info(
+        data_log.info(
             "%s (%s): %d records → %d examples (%d invalid, %d too long dropped, %d truncated)",
             f.path,
             f.format,
@@ -271,12 +312,24 @@ def end_epoch(s: Session, index: int, state: TrainState, monitor, eval_batches) 
     epoch = s.plan[index].epoch
     first = next(i for i, step in enumerate(s.plan) if step.epoch == epoch)
     train_loss = statistics.fmean(state.losses[first : index + 1])
-    eval_loss = evaluate(s.model, eval_batches, s.device) if eval_batches else None
+    eval_loss = evaluate(s.loss_fn, eval_batches, s.device, s.group) if eval_batches else None
     state.epochs.append({"epoch": epoch + 1, "train_loss": train_loss, "eval_loss": eval_loss})
     monitor.epoch(epoch, state.step, train_loss, eval_loss)
 
 
-def plan_settings(config: TrainConfig, eval: bool = False) -> dict:
+def rank_share(s: Session, micro_batches, examples) -> list[Batch]:
+    """This rank's micro-batches of a step (all of them for one process), fillers included."""
+    return [
+        s.batch(examples, mb) if mb is not None else filler(s, micro_batches, examples)
+        for mb in s.group.share(micro_batches)
+    ]
+
+
+def filler(s: Session, micro_batches, examples) -> Batch:
+    return s.batch(examples, micro_batches[0]).untrained()
+
+
+def plan_settings(config: TrainConfig, eval: bool = False, world: int = 1) -> dict:
     settings = dict(
         batch_size=config.training.batch_size,
         packing=config.data.packing,
@@ -285,7 +338,7 @@ def plan_settings(config: TrainConfig, eval: bool = False) -> dict:
     if not eval:
         settings.update(
             epochs=config.training.epochs,
-            grad_accum=config.training.grad_accum,
+            grad_accum=config.training.grad_accum * world,  # the step of all ranks
             seed=config.training.seed,
         )
     return settings

@@ -11,7 +11,7 @@ from loraplex.trainer.attention import NAME as PACKED
 from loraplex.trainer.config import LoraSettings
 from loraplex.trainer.data import Conversation, Message
 from loraplex.trainer.loop import accumulate, evaluate
-from loraplex.trainer.loss import FrozenHeadCrossEntropy, token_loss_sum
+from loraplex.trainer.loss import FrozenHeadCrossEntropy, TokenLoss, token_loss_sum
 from loraplex.trainer.model import load_model, uses_per_example_attention
 from loraplex.trainer.packing import collate, collate_packed
 from loraplex.trainer.plan import plan_eval
@@ -83,9 +83,11 @@ def batches(model, examples, packing: bool, pad_id: int, batch_size: int = 4):
 
 
 def test_packing_on_and_off_give_the_same_loss(model, examples, tokenizer):
-    padded = evaluate(model, batches(model, examples, False, tokenizer.pad_token_id), CPU)
+    padded = evaluate(
+        TokenLoss(model), batches(model, examples, False, tokenizer.pad_token_id), CPU
+    )
     packed_batches = batches(model, examples, True, tokenizer.pad_token_id)
-    packed = evaluate(model, packed_batches, CPU)
+    packed = evaluate(TokenLoss(model), packed_batches, CPU)
     assert len(packed_batches) < len(batches(model, examples, False, tokenizer.pad_token_id))
     assert abs(packed - padded) < 1e-3
     assert 1.0 < padded < 10.0  # a real loss, not a degenerate one
@@ -112,7 +114,7 @@ def test_no_attention_across_packed_examples(model, examples, tokenizer):
 
 def gradients(model, micro_batches) -> dict[str, torch.Tensor]:
     model.zero_grad(set_to_none=True)
-    accumulate(model, micro_batches, CPU)
+    accumulate(TokenLoss(model), micro_batches, CPU)
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad(set_to_none=True)
     return grads
@@ -139,7 +141,7 @@ def test_gradients_after_an_eval_pass_are_unchanged(model, examples, tokenizer):
     """bitsandbytes must not switch 4-bit weights to its inference-only layout in eval."""
     micro = [collate(examples, ((0,), (1,)), False, tokenizer.pad_token_id)]
     before = gradients(model, micro)
-    evaluate(model, batches(model, examples, False, tokenizer.pad_token_id), CPU)
+    evaluate(TokenLoss(model), batches(model, examples, False, tokenizer.pad_token_id), CPU)
     after = gradients(model, micro)
     for name in before:
         torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
