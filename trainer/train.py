@@ -97,6 +97,7 @@ class Session:
     device: torch.device
     batch: Callable  # micro-batch of the plan → Batch
     group: Group
+    parameter_bytes: int  # held by this rank once wrapped (FSDP2: its shards)
 
 
 def train(
@@ -176,6 +177,7 @@ def setup(
         torch.manual_seed(config.training.seed + 7919 * group.rank)  # its own dropout masks
     loss_fn = group.wrap(TokenLoss(model), decoder_layers(model))
     params = list(trainable_parameters(model).values())  # FSDP2's shards, once wrapped
+    parameter_bytes = local_parameter_bytes(model)
     plan = plan_run([len(e) for e in data.train], **plan_settings(config, world=group.world))
     if advice := few_steps_advice(len(plan)):
         log.warning("warning: %s", advice)
@@ -186,7 +188,9 @@ def setup(
     def batch(examples, micro_batch):
         return collate(examples, micro_batch, config.data.packing, pad, flat)
 
-    return Session(model, loss_fn, params, optimizer, scheduler, plan, device, batch, group)
+    return Session(
+        model, loss_fn, params, optimizer, scheduler, plan, device, batch, group, parameter_bytes
+    )
 
 
 def restore(run: RunDir, s: Session) -> TrainState:
@@ -259,7 +263,7 @@ def finish(
         strategy=s.group.strategy,
         nodes=s.group.nodes,
         peak_memory_bytes=peaks,
-        parameter_bytes=s.group.gather(local_parameter_bytes(s.model)),
+        parameter_bytes=s.group.gather(s.parameter_bytes),
     )
     record = make_record(
         config,

@@ -96,7 +96,7 @@ def test_custom_resources_validate_against_the_repo_crds(builds, target):
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_repo_crds_are_valid_custom_resource_definitions(version):
     paths = sorted(CRDS.glob("*.yaml"))
-    assert len(paths) == 5
+    assert len(paths) == 6
     for path in paths:
         (crd,) = load_yaml_file(path)
         kubernetes_validate.validate(crd, version, strict=True)
