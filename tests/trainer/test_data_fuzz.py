@@ -78,7 +78,9 @@ def outcomes(tokenizer, fmt: str, lines: list[str]) -> tuple[list[str], list[str
 
 def check_every_line_accounted_for(tokenizer, fmt: str, lines: list[str]) -> None:
     examples, problems = outcomes(tokenizer, fmt, lines)
-    expected = {str(n) for n, line in enumerate(lines, start=1) if line.strip()}
+    # Blank as JSONL reads it: ASCII whitespace only (a line of U+0085 is a bad record).
+    raw = [line.encode("utf-8", "surrogatepass") for line in lines]
+    expected = {str(n) for n, line in enumerate(raw, start=1) if line.strip()}
     for problem in problems:
         where, _, reason = problem.partition(": ")
         assert where.endswith(".jsonl:" + where.rsplit(":", 1)[1]) and reason, problem
