@@ -59,6 +59,7 @@ def prepare_environment(settings: ServeSettings) -> None:
     # arbitrary-path load routes it also adds are removed in `extend_app`.
     os.environ["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"
     os.environ["LORAPLEX_CPU_LORA_OPS"] = settings.cpu_lora_ops
+    os.environ["LORAPLEX_ADAPTER_MAX_WAIT"] = str(settings.adapter_max_wait)
     for var in ("VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_LORA_RESOLVER_HF_REPO_LIST"):
         os.environ.pop(var, None)
     # An explicit plugin list must keep 4-bit loading and loraplex's CPU ops.

@@ -21,6 +21,10 @@ def vllm_argv(settings: ServeSettings, passthrough: list[str]) -> list[str]:
         "--max-lora-rank", str(settings.max_lora_rank),
         "--max-cpu-loras", str(settings.max_cpu_loras),
     ]  # fmt: skip
+    if settings.scheduler == "loraplex" and "--scheduler-cls" not in passthrough:
+        from loraplex.serve.scheduling import SCHEDULER_CLS
+
+        argv += ["--scheduler-cls", SCHEDULER_CLS]
     if settings.quantization != "none":
         argv += ["--quantization", settings.quantization]
     if "--shutdown-timeout" not in passthrough:

@@ -48,6 +48,15 @@ class ServeSettings(BaseSettings):
         gt=0,
         description="Seconds between store polls (default 0.5 for a local store, 2 for S3).",
     )
+    scheduler: Literal["loraplex", "vllm"] = Field(
+        default="loraplex",
+        description="Admission: loraplex (adapter-aware, serve/scheduling) or vllm's own.",
+    )
+    adapter_max_wait: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds an adapter may wait for a LoRA slot before one is drained for it.",
+    )
     cpu_lora_ops: Literal["loraplex", "vllm"] = Field(
         default="loraplex", description="LoRA ops on the CPU platform (no effect on CUDA)."
     )

@@ -1,0 +1,141 @@
+"""Adapter-aware admission on the real engine (serve/scheduling).
+
+Two LoRA slots, two hot adapters that keep both slots busy, and a cold
+adapter: vLLM's own admission passes the cold request over for as long as the
+flood lasts; loraplex's drains a slot for it after `--adapter-max-wait`.
+Base requests go through whatever the adapters do, and greedy answers are
+the same as under vLLM's default scheduler.
+"""
+
+import asyncio
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from loraplex.adapters import open_store
+from tests.fixtures.engine import BASE_NAME, GatewayProcess
+from tests.fixtures.models import make_random_lora
+
+pytestmark = pytest.mark.engine
+
+HOT = ("hot1", "hot2")
+COLD = "cold"
+MAX_WAIT_S = 2.0
+# The cold request must finish within this while the flood lasts FLOOD_LIMIT_S:
+# max-wait, plus the drained adapter's running requests (32 tokens each),
+# plus its own 8 tokens, with a wide margin for a busy 2-core machine.
+COLD_BOUND_S = 45.0
+FLOOD_LIMIT_S = 120.0
+PER_HOT_ADAPTER = 6
+
+
+@pytest.fixture(scope="module")
+def store_url(tiny_model_dir, tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("scheduling-store")
+    store = open_store(f"file://{root / 'store'}")
+    for seed, name in enumerate((*HOT, COLD), start=11):
+        src = make_random_lora(tiny_model_dir, root / f"src-{name}", r=8, seed=seed)
+        store.publish(src, name, base_model=tiny_model_dir)
+    return store.url
+
+
+@pytest.fixture(scope="module")
+def gateway(tiny_model_dir, store_url, tmp_path_factory) -> Iterator[GatewayProcess]:
+    """loraplex's scheduler (the default), two slots, a short max-wait."""
+    workdir = tmp_path_factory.mktemp("scheduling-gateway")
+    extra = ["--adapter-max-wait", str(MAX_WAIT_S)]
+    with GatewayProcess(tiny_model_dir, store_url, workdir, extra_args=extra) as process:
+        yield process
+
+
+def async_client(gw: GatewayProcess) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{gw.base_url}/v1", api_key="unused", max_retries=0)
+
+
+async def timed(client: openai.AsyncOpenAI, model: str, max_tokens: int) -> float:
+    started = time.monotonic()
+    await client.completions.create(
+        model=model, prompt="Tell me a story.", max_tokens=max_tokens, temperature=0
+    )
+    return time.monotonic() - started
+
+
+async def flood_while(client: openai.AsyncOpenAI, probe, warmup: int = 12):
+    """Keep both slots busy with the hot adapters while `probe()` runs; returns
+    the probe's result and the hot requests completed after it ended."""
+    done = 0
+    stop = asyncio.Event()
+    started = asyncio.Event()
+
+    async def hot_loop(model: str) -> None:
+        nonlocal done
+        while not stop.is_set():
+            await timed(client, model, max_tokens=32)
+            done += 1
+            if done >= warmup:
+                started.set()
+
+    loops = [asyncio.create_task(hot_loop(m)) for m in HOT for _ in range(PER_HOT_ADAPTER)]
+    try:
+        await asyncio.wait_for(started.wait(), FLOOD_LIMIT_S)
+        result = await asyncio.wait_for(probe(), FLOOD_LIMIT_S)
+        after = done
+        await asyncio.sleep(1.0)  # the flood was still running when the probe ended
+        return result, done - after
+    finally:
+        stop.set()
+        await asyncio.gather(*loops, return_exceptions=True)
+
+
+def test_a_cold_adapter_gets_a_slot_within_the_bound_during_a_hot_flood(gateway):
+    client = async_client(gateway)
+    latency, hot_after = asyncio.run(flood_while(client, lambda: timed(client, COLD, 8)))
+    assert latency < COLD_BOUND_S, f"cold request took {latency:.1f}s"
+    assert hot_after > 0, "the flood had stopped: the bound was not tested"
+
+
+def test_base_requests_are_not_delayed_behind_waiting_adapters(gateway):
+    """Cold-adapter requests queue for a slot (max-wait); base requests sent
+    after them finish first, since they need no slot."""
+    client = async_client(gateway)
+
+    async def probe() -> tuple[float, list[float]]:
+        sent = time.monotonic()
+        cold = [asyncio.create_task(timed(client, COLD, 8)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        await asyncio.gather(*(timed(client, BASE_NAME, 8) for _ in range(3)))
+        base_done = time.monotonic() - sent
+        return base_done, await asyncio.gather(*cold)
+
+    (base_done, cold), _ = asyncio.run(flood_while(client, probe))
+    assert base_done < min(cold), f"base done at {base_done:.1f}s, cold at {min(cold):.1f}s"
+
+
+PROMPTS = ["Tell me a story about the sea.", "Name three colours.", "Why is the sky blue?"]
+MODELS = [BASE_NAME, *HOT, COLD]
+
+
+def concurrent_answers(gw: GatewayProcess) -> dict[tuple[str, str, int], str]:
+    """24 greedy requests at once over four models and two slots."""
+    client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="unused", max_retries=0)
+    jobs = [(m, p, i) for i in range(2) for m in MODELS for p in PROMPTS]
+
+    def one(job: tuple[str, str, int]) -> str:
+        model, prompt, _ = job
+        r = client.completions.create(model=model, prompt=prompt, max_tokens=16, temperature=0)
+        return r.choices[0].text
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return dict(zip(jobs, pool.map(one, jobs), strict=True))
+
+
+def test_greedy_answers_equal_vllm_default_schedulers(gateway, tiny_model_dir, store_url, tmp_path):
+    ours = concurrent_answers(gateway)
+    extra = ["--scheduler", "vllm"]
+    with GatewayProcess(tiny_model_dir, store_url, tmp_path, extra_args=extra) as default:
+        theirs = concurrent_answers(default)
+    assert ours == theirs
+    assert len(set(ours.values())) > len(PROMPTS), "the adapters did not change the answers"
