@@ -120,6 +120,23 @@ class LocalBackend(Backend):
             keys += [(rel / f).as_posix() for f in files if not f.startswith(".")]
         return sorted(keys)
 
+    def walk_stamped(self, prefix: str) -> dict[str, str]:
+        self._check_root()
+        top = self._path(prefix) if prefix else self.root
+        stamps = {}
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = Path(folder).relative_to(top)
+            for f in files:
+                if f.startswith("."):
+                    continue
+                try:
+                    st = os.stat(os.path.join(folder, f))
+                except FileNotFoundError:  # deleted under the listing
+                    continue
+                stamps[(rel / f).as_posix()] = f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+        return stamps
+
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink(missing_ok=True)

@@ -25,7 +25,8 @@ def serve(
     quantization: str = typer.Option(
         None, help="bitsandbytes (default, 4-bit NF4), none, or a vLLM method."
     ),
-    max_loras: int = typer.Option(None, help="Adapters in one batch (default 8)."),
+    max_loras: int = typer.Option(None, help="Adapters in one batch (default: sized)."),
+    lora_slot_budget_mib: int = typer.Option(None, help="LoRA slot memory cap, MiB."),
     max_lora_rank: int = typer.Option(None, help="Largest rank served (default 16)."),
     max_cpu_loras: int = typer.Option(None, help="Adapters kept in host memory (default 64)."),
     preload: list[str] = typer.Option(

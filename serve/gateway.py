@@ -55,7 +55,10 @@ class Gateway:
         gateway = cls(settings, store, index, loader, router, metrics)
         registry.register(
             GatewayStateCollector(
-                gateway.adapter_counts, gateway.adapter_bytes, lambda: index.alias_moves
+                gateway.adapter_counts,
+                gateway.adapter_bytes,
+                lambda: index.alias_moves,
+                gateway.adapter_tiers,
             )
         )
         return gateway
@@ -100,6 +103,34 @@ class Gateway:
             "cache": len(self.loader.cached()),
             "engine": len(self.in_engine),
         }
+
+    def adapter_tiers(self) -> dict[str, int]:
+        """Each adapter version counted once, in the nearest tier holding it;
+        `store`: names none of whose versions is held nearer."""
+        running = set(self.metrics.running_versions)
+        cached = {a.lora_name: a.name for a in self.loader.cached()}
+        cpu = self.in_engine - running
+        disk = cached.keys() - running - cpu
+        held = {cached.get(v) or v.partition("@")[0] for v in running | cpu | disk}
+        store = sum(1 for name in self.index.names() if name not in held)
+        return {"engine": len(running), "cpu": len(cpu), "disk": len(disk), "store": store}
+
+    async def prefetch(self, state, adapters: list[AdapterVersion]) -> None:
+        """Fetch, verify and load into vLLM's CPU tier the versions aliases just
+        moved to, so their first request finds them there. At most half the
+        CPU tier per call, so a burst of publishes cannot evict adapters in use."""
+        for adapter in adapters[: max(1, self.settings.max_cpu_loras // 2)]:
+            if adapter.lora_name in self.in_engine:
+                continue
+            try:
+                await self.loader.ensure_local(adapter)
+                await self.load_into_engine(state, adapter, pin=False)
+            except Exception as exc:  # a prefetch failure must not stop the watcher
+                self.metrics.prefetches.labels("failed").inc()
+                logger.warning("prefetch of %s failed: %s", adapter.lora_name, exc)
+                continue
+            self.metrics.prefetches.labels("loaded").inc()
+            logger.info("prefetched %s into the CPU tier", adapter.lora_name)
 
     def adapter_bytes(self) -> dict[str, int]:
         cached = self.loader.cached()

@@ -39,7 +39,14 @@ class ServeSettings(BaseSettings):
         default="bitsandbytes",
         description="bitsandbytes (4-bit NF4), none (bf16/fp32), or any vLLM method.",
     )
-    max_loras: int = Field(default=8, ge=1, description="Adapters in one batch (GPU slots).")
+    max_loras: int | None = Field(
+        default=None,
+        ge=1,
+        description="Adapters in one batch (LoRA slots); default: sized to the load.",
+    )
+    lora_slot_budget_mib: int | None = Field(
+        default=None, gt=0, description="Memory for LoRA slots (default 2048 on CPU, 1024 on GPU)."
+    )
     max_lora_rank: int = Field(default=16, description="Largest adapter rank served.")
     max_cpu_loras: int = Field(default=64, ge=1, description="Adapters kept in host memory.")
     preload: list[str] = Field(default_factory=list, description="Adapters loaded at start.")

@@ -10,6 +10,7 @@ from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.request_queue import FCFSRequestQueue
 from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.metrics.stats import SchedulerStats
 from vllm.v1.request import Request
 
 from loraplex.serve.scheduling.admission import plan_admission
@@ -71,6 +72,21 @@ class AdapterAwareScheduler(Scheduler):
         self.waiting.clear()
         self.waiting.extend(plan.order)
         return plan.held
+
+    def make_stats(self, *args, **kwargs) -> SchedulerStats | None:
+        """vLLM's stats, with each adapter's running and waiting requests, which
+        `vllm:lora_requests_info` shows (vLLM 0.32's frontend no longer counts them)."""
+        stats = super().make_stats(*args, **kwargs)
+        if stats is not None and self.lora_config is not None:
+            for queue, counts in (
+                (self.running, stats.running_lora_adapters),
+                (list(self.waiting) + list(self.kv_holding_waiting), stats.waiting_lora_adapters),
+            ):
+                for request in queue:
+                    if request.lora_request is not None:
+                        name = request.lora_request.lora_name
+                        counts[name] = counts.get(name, 0) + 1
+        return stats
 
 
 class AsyncAdapterAwareScheduler(AdapterAwareScheduler, AsyncScheduler):

@@ -8,10 +8,12 @@ the same as under vLLM's default scheduler.
 """
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import openai
 import pytest
 
@@ -25,11 +27,11 @@ HOT = ("hot1", "hot2")
 COLD = "cold"
 MAX_WAIT_S = 2.0
 # The cold request must finish within this while the flood lasts FLOOD_LIMIT_S:
-# max-wait, plus the drained adapter's running requests (32 tokens each),
+# max-wait, plus the drained adapter's running requests (up to 46 tokens),
 # plus its own 8 tokens, with a wide margin for a busy 2-core machine.
 COLD_BOUND_S = 45.0
 FLOOD_LIMIT_S = 120.0
-PER_HOT_ADAPTER = 6
+PER_HOT_ADAPTER = 12
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,11 @@ def async_client(gw: GatewayProcess) -> openai.AsyncOpenAI:
 async def timed(client: openai.AsyncOpenAI, model: str, max_tokens: int) -> float:
     started = time.monotonic()
     await client.completions.create(
-        model=model, prompt="Tell me a story.", max_tokens=max_tokens, temperature=0
+        model=model,
+        prompt="Tell me a story.",
+        max_tokens=max_tokens,
+        temperature=0,
+        extra_body={"ignore_eos": True},
     )
     return time.monotonic() - started
 
@@ -70,15 +76,18 @@ async def flood_while(client: openai.AsyncOpenAI, probe, warmup: int = 12):
     stop = asyncio.Event()
     started = asyncio.Event()
 
-    async def hot_loop(model: str) -> None:
+    async def hot_loop(model: str, i: int) -> None:
+        # Different lengths: the adapter's requests never all end at once,
+        # so it always holds its slot, as under real traffic.
         nonlocal done
+        await asyncio.sleep(0.1 * i)
         while not stop.is_set():
-            await timed(client, model, max_tokens=32)
+            await timed(client, model, max_tokens=16 + 3 * i)
             done += 1
             if done >= warmup:
                 started.set()
 
-    loops = [asyncio.create_task(hot_loop(m)) for m in HOT for _ in range(PER_HOT_ADAPTER)]
+    loops = [asyncio.create_task(hot_loop(m, i)) for m in HOT for i in range(PER_HOT_ADAPTER)]
     try:
         await asyncio.wait_for(started.wait(), FLOOD_LIMIT_S)
         result = await asyncio.wait_for(probe(), FLOOD_LIMIT_S)
@@ -139,3 +148,54 @@ def test_greedy_answers_equal_vllm_default_schedulers(gateway, tiny_model_dir, s
         theirs = concurrent_answers(default)
     assert ours == theirs
     assert len(set(ours.values())) > len(PROMPTS), "the adapters did not change the answers"
+
+
+def wait_for(check, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def version_state(gw: GatewayProcess, name: str, version: int) -> str | None:
+    data = httpx.get(f"{gw.base_url}/v1/adapters", timeout=30).json()["data"]
+    versions = next((a["versions"] for a in data if a["name"] == name), [])
+    return next((v["state"] for v in versions if v["version"] == version), None)
+
+
+def test_publish_and_alias_moves_prefetch_into_the_cpu_tier(
+    gateway, store_url, tiny_model_dir, tmp_path
+):
+    """No request names `fresh`: the gateway loads each version an alias moves to."""
+    store = open_store(store_url)
+    src = tmp_path
+    store.publish(make_random_lora(tiny_model_dir, src / "v1", seed=31), "fresh")
+    wait_for(lambda: version_state(gateway, "fresh", 1) == "engine", "fresh@1 prefetched")
+    store.publish(make_random_lora(tiny_model_dir, src / "v2", seed=32), "fresh")
+    wait_for(lambda: version_state(gateway, "fresh", 2) == "engine", "fresh@2 prefetched")
+    # Unload v1, then move an alias to it: it comes back without a request.
+    assert httpx.post(f"{gateway.base_url}/v1/adapters/fresh@1/unload", timeout=30).is_success
+    assert version_state(gateway, "fresh", 1) != "engine"
+    store.set_alias("fresh", "prod", 1)
+    wait_for(lambda: version_state(gateway, "fresh", 1) == "engine", "fresh@1 prefetched again")
+    metrics = httpx.get(f"{gateway.base_url}/metrics", timeout=30).text
+    assert 'loraplex_adapter_prefetches_total{outcome="loaded"} 3.0' in metrics
+    assert 'loraplex_adapter_loaded{tier="cpu"}' in metrics
+
+
+def test_lora_requests_info_names_the_running_adapters(gateway):
+    client = async_client(gateway)
+
+    async def probe() -> str:
+        return await asyncio.to_thread(
+            wait_for,
+            lambda: re.search(
+                r'vllm:lora_requests_info\{[^}]*running_lora_adapters="[^"]*hot1@1',
+                httpx.get(f"{gateway.base_url}/metrics", timeout=30).text,
+            ),
+            "hot1@1 among the running adapters",
+        )
+
+    assert asyncio.run(flood_while(client, probe))[0]
