@@ -87,6 +87,14 @@ class Store:
         # Skip what cannot be an adapter (a volume's lost+found, a stray folder).
         return sorted(n for n in names if _is_name(n))
 
+    def catalog(self) -> dict[str, list[int]]:
+        """Every name → its committed versions, sorted, from one listing of the store."""
+        versions: dict[str, list[int]] = {}
+        for key in self.backend.walk(""):
+            if (m := COMMITTED.fullmatch(key)) and _is_name(m[1]):
+                versions.setdefault(m[1], []).append(int(m[2]))
+        return {n: sorted(versions[n]) for n in sorted(versions)}
+
     def alias_stamps(self) -> dict[str, str | None]:
         """Every name with a committed version → its aliases.json stamp (None:
         no aliases), from one listing: a poller re-reads only what changed."""

@@ -31,7 +31,7 @@ MAX_WAIT_S = 2.0
 # plus its own 8 tokens, with a wide margin for a busy 2-core machine.
 COLD_BOUND_S = 45.0
 FLOOD_LIMIT_S = 120.0
-PER_HOT_ADAPTER = 12
+PER_HOT_ADAPTER = 6
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ async def flood_while(client: openai.AsyncOpenAI, probe, warmup: int = 12):
         nonlocal done
         await asyncio.sleep(0.1 * i)
         while not stop.is_set():
-            await timed(client, model, max_tokens=16 + 3 * i)
+            await timed(client, model, max_tokens=16 + 6 * i)
             done += 1
             if done >= warmup:
                 started.set()
