@@ -90,7 +90,7 @@ class Store:
     def catalog(self) -> dict[str, list[int]]:
         """Every name → its committed versions, sorted, from one listing of the store."""
         versions: dict[str, list[int]] = {}
-        for key in self.backend.walk(""):
+        for key in self.backend.walk_stamped(""):
             if (m := COMMITTED.fullmatch(key)) and _is_name(m[1]):
                 versions.setdefault(m[1], []).append(int(m[2]))
         return {n: sorted(versions[n]) for n in sorted(versions)}

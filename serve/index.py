@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from loraplex.adapters import AdapterNotFound, AdapterRef, Store, StoreUnavailable
@@ -17,6 +18,7 @@ from loraplex.adapters import AdapterNotFound, AdapterRef, Store, StoreUnavailab
 logger = logging.getLogger(__name__)
 
 LATEST = "latest"
+READERS = 16  # parallel aliases.json reads when many changed (the first refresh)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class AdapterIndex:
         """Re-read every name's aliases from the store (blocking I/O)."""
         try:
             stamps = self.store.alias_stamps()
-            fresh = {name: self._aliases_of(name, stamp) for name, stamp in stamps.items()}
+            fresh = self._read_changed(stamps)
         except StoreUnavailable:
             self.store_reachable = False
             raise
@@ -78,14 +80,25 @@ class AdapterIndex:
         self._misses.clear()
         self._refreshed = True
 
-    def _aliases_of(self, name: str, stamp: str | None) -> dict[str, int]:
-        """Read a name's aliases only if its aliases.json changed since the last
-        refresh: with thousands of names a poll is one listing, not a read each."""
-        if stamp is None:
-            return {}
-        if stamp == self._stamps.get(name) and name in self._aliases:
-            return self._aliases[name]
-        return self.store.aliases(name)
+    def _read_changed(self, stamps: dict[str, str | None]) -> dict[str, dict[str, int]]:
+        """Each name's aliases, read only where aliases.json changed since the
+        last refresh: with thousands of names a poll is one listing, and the
+        first one reads in parallel (on S3 each read is a round trip)."""
+        fresh: dict[str, dict[str, int]] = {}
+        changed = []
+        for name, stamp in stamps.items():
+            if stamp is None:
+                fresh[name] = {}
+            elif stamp == self._stamps.get(name) and name in self._aliases:
+                fresh[name] = self._aliases[name]
+            else:
+                changed.append(name)
+        if len(changed) > 1:
+            with ThreadPoolExecutor(READERS) as pool:
+                fresh.update(zip(changed, pool.map(self.store.aliases, changed), strict=True))
+        else:
+            fresh.update((name, self.store.aliases(name)) for name in changed)
+        return dict(sorted(fresh.items()))
 
     def take_moved(self) -> list[AdapterVersion]:
         """Versions aliases moved to since the last call, each once, oldest move first."""

@@ -79,11 +79,14 @@ def plan_slots(
 
 
 def describe(plan: SlotPlan, max_num_seqs: int, budget_mib: int) -> str:
-    slot = "unknown size" if plan.slot_bytes is None else f"{plan.slot_bytes / MIB:.1f} MiB each"
-    total = "" if plan.slot_bytes is None else f", {plan.max_loras * plan.slot_bytes / MIB:.0f} MiB"
+    if plan.slot_bytes is None:
+        size = "unknown size"
+    else:
+        each, total = plan.slot_bytes / MIB, plan.max_loras * plan.slot_bytes / MIB
+        size = f"{each:.1f} MiB each, {total:.1f} MiB in all"
     why = (
         f"sized from max_num_seqs {max_num_seqs} and a {budget_mib} MiB budget"
         if plan.chosen
         else "from --max-loras"
     )
-    return f"LoRA slots: {plan.max_loras} ({slot}{total}), {why}"
+    return f"LoRA slots: {plan.max_loras} ({size}), {why}"
