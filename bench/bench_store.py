@@ -15,9 +15,10 @@ With `--many N` it measures instead what a store of N adapters costs the
 gateway and the CLI, on both backends (bench/results/store-many.json): the
 index's first refresh (every aliases.json read) and its steady poll (one
 listing, nothing re-read), a poll after one alias move, building the
-/v1/models answer, the memory the index holds, and the first page of
-`loraplex adapters list`. The store holds each name's committed layout
-(`v1/manifest.json`, `aliases.json`) written directly: listing and polling
+/v1/models answer (first call, then with every card built), the memory the
+index holds, and the first page of `loraplex adapters list`. The store
+holds each name's committed layout (`v1/manifest.json`, `aliases.json`),
+written directly: listing and polling
 never open a manifest, so full adapters would only make the setup slower.
 
     .venv/bin/python -m bench.bench_store [--repetitions 3] [--layers 20]
@@ -144,9 +145,8 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
 def run_many(url: str, n: int) -> dict:
     import tracemalloc
 
-    from vllm.entrypoints.serve.engine.protocol import ModelCard, ModelList, ModelPermission
-
     from loraplex.serve.index import AdapterIndex
+    from loraplex.serve.model_cards import ModelCards
 
     store = open_store(url)
     setup, _ = timed(lambda: populate(store, n))
@@ -160,14 +160,12 @@ def run_many(url: str, n: int) -> dict:
     after_move, _ = timed(index.refresh)
     assert index.aliases("m00042") == {"latest": 1, "prod": 1} and len(index.names()) == n
 
-    def models_body() -> bytes:
-        cards = [
-            ModelCard(id=x, root=x, parent="base", owned_by="loraplex",
-                      permission=[ModelPermission()])
-            for x in index.names()
-        ]  # fmt: skip
-        return json.dumps(ModelList(data=cards).model_dump()).encode()
+    cards = ModelCards("base")
 
+    def models_body() -> bytes:  # what GET /v1/models does after the first call
+        return json.dumps({"object": "list", "data": cards.adapters(index.names())}).encode()
+
+    first_models, _ = timed(models_body)
     models, body = timed(models_body, repeat=3)
 
     def first_page() -> list:
@@ -183,7 +181,8 @@ def run_many(url: str, n: int) -> dict:
         "index_poll_s": steady,
         "index_poll_after_one_alias_move_s": after_move,
         "index_memory_bytes": index_bytes,
-        "v1_models_build_s": models,
+        "v1_models_first_s": first_models,
+        "v1_models_s": models,
         "v1_models_bytes": len(body),
         "adapters_list_first_page_s": page,
     }

@@ -21,6 +21,7 @@ from loraplex.serve.auth import request_key
 from loraplex.serve.index import AdapterIndex, AdapterVersion
 from loraplex.serve.loader import AdapterLoader
 from loraplex.serve.metrics import GatewayMetrics, GatewayStateCollector
+from loraplex.serve.model_cards import ModelCards
 from loraplex.serve.routing import AdapterRouter
 from loraplex.serve.settings import ServeSettings
 
@@ -37,6 +38,10 @@ class Gateway:
     metrics: GatewayMetrics
     # `name@N` of the versions loaded in the engine, refreshed by `track_engine`.
     in_engine: set[str] = field(default_factory=set)
+    model_cards: ModelCards = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model_cards = ModelCards(self.router.base_name)
 
     @property
     def base_name(self) -> str:
