@@ -16,6 +16,7 @@ R = TypeVar("R")
 class AdmissionPlan(Generic[R]):
     order: list[R]  # the waiting queue vLLM's admission loop reads this step
     held: list[R]  # kept out of this step, returned to the queue's front after it
+    draining: frozenset[int] = frozenset()  # resident adapters admitting nothing new
 
 
 def plan_admission(
@@ -27,6 +28,7 @@ def plan_admission(
     max_loras: int,
     now: float,
     max_wait: float,
+    draining_before: frozenset[int] = frozenset(),
 ) -> AdmissionPlan[R]:
     """Plan one step; `waiting` is in first-come order, `running_adapters`
     counts running requests per adapter id (base requests not counted)."""
@@ -50,7 +52,7 @@ def plan_admission(
     # Aged adapters keep their (early) place even without a free slot: vLLM
     # passes them over until a drained slot lets the first one in.
     chosen = given_slots | set(aged)
-    draining = _drain(starving, running_adapters, waiting, adapter_of)
+    draining = _drain(starving, running_adapters, waiting, adapter_of, draining_before)
 
     order: list[R] = []
     later: list[R] = []
@@ -65,7 +67,7 @@ def plan_admission(
             order.append(request)
         else:
             later.append(request)
-    return AdmissionPlan(order + later, held)
+    return AdmissionPlan(order + later, held, frozenset(draining))
 
 
 def _drain(
@@ -73,12 +75,17 @@ def _drain(
     running_adapters: Counter[int],
     waiting: Sequence[R],
     adapter_of: Callable[[R], int | None],
+    draining_before: frozenset[int],
 ) -> set[int]:
     """Resident adapters to admit nothing new until their slot frees, one per
-    starving adapter: those with nothing queued first (they drain anyway),
-    then those with the fewest running requests (they drain soonest)."""
+    starving adapter: those already draining first (so the choice never
+    flaps between steps and a slot does free), then those with nothing
+    queued (they drain anyway), then those with the fewest running requests."""
     if not starving:
         return set()
     has_waiting = {adapter_of(r) for r in waiting}
-    candidates = sorted(running_adapters, key=lambda a: (a in has_waiting, running_adapters[a], a))
+    candidates = sorted(
+        running_adapters,
+        key=lambda a: (a not in draining_before, a in has_waiting, running_adapters[a], a),
+    )
     return set(candidates[: len(starving)])

@@ -42,6 +42,7 @@ class AdapterAwareScheduler(Scheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.adapter_max_wait = float(os.environ.get(MAX_WAIT_ENV, DEFAULT_MAX_WAIT_S))
+        self._draining: frozenset[int] = frozenset()
         self._adapter_aware = self.lora_config is not None and isinstance(
             self.waiting, FCFSRequestQueue
         )
@@ -51,7 +52,12 @@ class AdapterAwareScheduler(Scheduler):
     def schedule(self, *args, **kwargs) -> SchedulerOutput:
         if not self._adapter_aware or not self.waiting:
             return super().schedule(*args, **kwargs)
-        held = self._plan_waiting()
+        try:
+            held = self._plan_waiting()
+        except Exception:  # a bug in the policy must not kill the engine
+            logger.exception("adapter-aware admission failed; using vLLM's order from now on")
+            self._adapter_aware = False
+            return super().schedule(*args, **kwargs)
         try:
             return super().schedule(*args, **kwargs)
         finally:
@@ -68,7 +74,9 @@ class AdapterAwareScheduler(Scheduler):
             max_loras=self.lora_config.max_loras,
             now=time.time(),
             max_wait=self.adapter_max_wait,
+            draining_before=self._draining,
         )
+        self._draining = plan.draining
         self.waiting.clear()
         self.waiting.extend(plan.order)
         return plan.held

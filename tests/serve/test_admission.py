@@ -13,7 +13,7 @@ class Req:
     arrival: float
 
 
-def plan(waiting, running, *, max_loras=2, now=100.0, max_wait=2.0):
+def plan(waiting, running, *, max_loras=2, now=100.0, max_wait=2.0, draining=frozenset()):
     return plan_admission(
         waiting,
         Counter(running),
@@ -22,6 +22,7 @@ def plan(waiting, running, *, max_loras=2, now=100.0, max_wait=2.0):
         max_loras=max_loras,
         now=now,
         max_wait=max_wait,
+        draining_before=draining,
     )
 
 
@@ -88,3 +89,12 @@ def test_every_request_is_kept_exactly_once():
     waiting = [Req(f"r{i}", (i * 7) % 5 or None, float(i)) for i in range(40)]
     p = plan(waiting, {1: 2, 3: 1}, max_loras=3, now=100.0, max_wait=50.0)
     assert sorted(names(p.order + p.held)) == sorted(names(waiting))
+
+
+def test_the_adapter_being_drained_stays_the_one_drained():
+    waiting = [Req("cold", 9, 90.0), Req("a", 1, 99.0), Req("b", 2, 99.1)]
+    first = plan(waiting, {1: 3, 2: 4}, max_loras=2)
+    assert first.draining == {1} and names(first.held) == ["a"]
+    # Adapter 2 now runs fewer requests than 1, but 1 keeps draining.
+    second = plan(waiting, {1: 2, 2: 1}, max_loras=2, draining=first.draining)
+    assert second.draining == {1} and names(second.held) == ["a"]
