@@ -122,13 +122,16 @@ class Gateway:
 
     async def prefetch(self, state, adapters: list[AdapterVersion]) -> None:
         """Fetch, verify and load into vLLM's CPU tier the versions aliases just
-        moved to, so their first request finds them there. At most half the
-        CPU tier per call, so a burst of publishes cannot evict adapters in use."""
-        for adapter in adapters[: max(1, self.settings.max_cpu_loras // 2)]:
-            if adapter.lora_name in self.in_engine:
-                continue
+        moved to, for adapters this replica has served (a version of theirs is
+        in its local cache), so their next request finds the new version
+        there. Adapters no request has named stay in the store: with
+        thousands of them, every replica loading every publish would only
+        churn the CPU tier. At most half the CPU tier per call."""
+        served = {a.name for a in self.loader.cached()}
+        wanted = [a for a in adapters if a.name in served and a.lora_name not in self.in_engine]
+        for adapter in wanted[: max(1, self.settings.max_cpu_loras // 2)]:
             try:
-                await self.loader.ensure_local(adapter)
+                await self.loader.ensure_local(adapter, count=False)
                 await self.load_into_engine(state, adapter, pin=False)
             except Exception as exc:  # a prefetch failure must not stop the watcher
                 self.metrics.prefetches.labels("failed").inc()

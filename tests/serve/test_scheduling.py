@@ -168,12 +168,12 @@ def version_state(gw: GatewayProcess, name: str, version: int) -> str | None:
 def test_publish_and_alias_moves_prefetch_into_the_cpu_tier(
     gateway, store_url, tiny_model_dir, tmp_path
 ):
-    """No request names `fresh`: the gateway loads each version an alias moves to."""
+    """Once `fresh` has had a request, the gateway loads each version an alias
+    moves to (a publish moves `latest`) before any request names it."""
     store = open_store(store_url)
-    src = tmp_path
-    store.publish(make_random_lora(tiny_model_dir, src / "v1", seed=31), "fresh")
-    wait_for(lambda: version_state(gateway, "fresh", 1) == "engine", "fresh@1 prefetched")
-    store.publish(make_random_lora(tiny_model_dir, src / "v2", seed=32), "fresh")
+    store.publish(make_random_lora(tiny_model_dir, tmp_path / "v1", seed=31), "fresh")
+    asyncio.run(timed(async_client(gateway), "fresh", 2))
+    store.publish(make_random_lora(tiny_model_dir, tmp_path / "v2", seed=32), "fresh")
     wait_for(lambda: version_state(gateway, "fresh", 2) == "engine", "fresh@2 prefetched")
     # Unload v1, then move an alias to it: it comes back without a request.
     assert httpx.post(f"{gateway.base_url}/v1/adapters/fresh@1/unload", timeout=30).is_success
@@ -181,8 +181,18 @@ def test_publish_and_alias_moves_prefetch_into_the_cpu_tier(
     store.set_alias("fresh", "prod", 1)
     wait_for(lambda: version_state(gateway, "fresh", 1) == "engine", "fresh@1 prefetched again")
     metrics = httpx.get(f"{gateway.base_url}/metrics", timeout=30).text
-    assert 'loraplex_adapter_prefetches_total{outcome="loaded"} 3.0' in metrics
+    assert 'loraplex_adapter_prefetches_total{outcome="loaded"} 2.0' in metrics
     assert 'loraplex_adapter_loaded{tier="cpu"}' in metrics
+
+
+def test_an_adapter_no_request_named_is_not_prefetched(
+    gateway, store_url, tiny_model_dir, tmp_path
+):
+    store = open_store(store_url)
+    store.publish(make_random_lora(tiny_model_dir, tmp_path / "u", seed=33), "unused")
+    httpx.post(f"{gateway.base_url}/v1/adapters/refresh", timeout=30).raise_for_status()
+    time.sleep(1.0)  # several polls (0.2 s)
+    assert version_state(gateway, "unused", 1) == "store"
 
 
 def test_lora_requests_info_names_the_running_adapters(gateway):
