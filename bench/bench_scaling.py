@@ -97,10 +97,12 @@ def percentiles(values: list[float]) -> dict:
 
 
 def summarize_run(result: dict, ranks: list[int], n: int) -> dict:
-    ttfts = result["ttfts"]
+    errors = result.get("errors") or [""] * len(ranks)
+    pairs = [(t, k) for t, k, e in zip(result["ttfts"], ranks, errors, strict=True) if not e]
+    ttfts = [t for t, _ in pairs]
     decile = max(1, n // 10)
-    least = [t for t, k in zip(ttfts, ranks, strict=True) if k >= n - decile]
-    most = [t for t, k in zip(ttfts, ranks, strict=True) if k < decile]
+    least = [t for t, k in pairs if k >= n - decile]
+    most = [t for t, k in pairs if k < decile]
     return {
         "output_tokens_per_s": round(result["output_throughput"], 1),
         "completed": result["completed"],
