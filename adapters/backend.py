@@ -51,6 +51,12 @@ class Backend(ABC):
         """
 
     @abstractmethod
+    def walk_stamped(self, prefix: str) -> dict[str, str]:
+        """`walk`, each key with a stamp that changes whenever its object does
+        (the ETag on S3; inode, mtime and size locally): one listing tells
+        which objects changed since the last, without reading any."""
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove one object; nothing happens if it does not exist."""
 

@@ -63,22 +63,29 @@ def push(
 
 
 @app.command("list")
-def list_adapters(store: str = STORE, as_json: bool = JSON) -> None:
-    """List adapters with their versions and aliases."""
+def list_adapters(
+    store: str = STORE,
+    as_json: bool = JSON,
+    limit: int = typer.Option(100, "--limit", min=1, help="Names per page."),
+    after: str = typer.Option(None, "--after", help="Start after this name (next page)."),
+) -> None:
+    """List adapters with their versions and aliases, a page at a time."""
 
     def action(s: Store):
-        return [
-            {"name": n, "versions": s.list_versions(n), "aliases": s.aliases(n)}
-            for n in s.list_names()
-        ]
+        catalog = s.catalog()  # one listing of the store, whatever its size
+        names = [n for n in catalog if after is None or n > after]
+        rows = [{"name": n, "versions": catalog[n], "aliases": s.aliases(n)} for n in names[:limit]]
+        return rows, len(names) > limit
 
-    rows = _run(store, action)
+    rows, more = _run(store, action)
     lines = [
         f"{r['name']:<24} versions {','.join(map(str, r['versions']))}  "
         + " ".join(f"{a}→{v}" for a, v in sorted(r["aliases"].items()))
         for r in rows
     ]
     _print(rows, as_json, "\n".join(lines) or "(no adapters)")
+    if more:
+        typer.echo(f"more: --after {rows[-1]['name']}", err=True)
 
 
 @app.command()

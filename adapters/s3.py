@@ -125,6 +125,26 @@ class S3Backend(Backend):
             if k and not k.endswith("/") and not any(p.startswith(".") for p in k.split("/"))
         )
 
+    def walk_stamped(self, prefix: str) -> dict[str, str]:
+        base = self._folder(prefix)
+        stamps = {}
+        try:  # one LIST call per thousand keys
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    key = obj["Key"][len(base) :]
+                    if (
+                        key
+                        and not key.endswith("/")
+                        and not any(p.startswith(".") for p in key.split("/"))
+                    ):
+                        stamps[key] = obj["ETag"]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable(exc) from exc
+        return stamps
+
     def delete(self, key: str) -> None:
         try:  # S3 answers 204 for a key that does not exist
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))

@@ -87,6 +87,21 @@ class Store:
         # Skip what cannot be an adapter (a volume's lost+found, a stray folder).
         return sorted(n for n in names if _is_name(n))
 
+    def catalog(self) -> dict[str, list[int]]:
+        """Every name → its committed versions, sorted, from one listing of the store."""
+        versions: dict[str, list[int]] = {}
+        for key in self.backend.walk_stamped(""):
+            if (m := COMMITTED.fullmatch(key)) and _is_name(m[1]):
+                versions.setdefault(m[1], []).append(int(m[2]))
+        return {n: sorted(versions[n]) for n in sorted(versions)}
+
+    def alias_stamps(self) -> dict[str, str | None]:
+        """Every name with a committed version → its aliases.json stamp (None:
+        no aliases), from one listing: a poller re-reads only what changed."""
+        stamps = self.backend.walk_stamped("")
+        names = {m[1] for key in stamps if (m := COMMITTED.fullmatch(key))}
+        return {n: stamps.get(f"{n}/{ALIASES}") for n in sorted(names) if _is_name(n)}
+
     def list_versions(self, name: str) -> list[int]:
         """Committed versions only: a version without its manifest does not exist."""
         check_name(name)

@@ -11,7 +11,18 @@ The S3 backend runs against a local SeaweedFS started for the run, so its
 numbers measure the store's overhead plus SeaweedFS on this machine, not a
 network. Results: bench/results/store.json (MB = 10^6 bytes).
 
+With `--many N` it measures instead what a store of N adapters costs the
+gateway and the CLI, on both backends (bench/results/store-many.json): the
+index's first refresh (every aliases.json read) and its steady poll (one
+listing, nothing re-read), a poll after one alias move, building the
+/v1/models answer (first call, then with every card built), the memory the
+index holds, and the first page of `loraplex adapters list`. The store
+holds each name's committed layout (`v1/manifest.json`, `aliases.json`),
+written directly: listing and polling
+never open a manifest, so full adapters would only make the setup slower.
+
     .venv/bin/python -m bench.bench_store [--repetitions 3] [--layers 20]
+    .venv/bin/python -m bench.bench_store --many 10000
 """
 
 import argparse
@@ -111,12 +122,101 @@ def machine() -> dict:
     return info
 
 
+def populate(store, n: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> None:
+        store.backend.write(f"m{i:05d}/v1/manifest.json", b"{}")
+        store.backend.write(f"m{i:05d}/aliases.json", b'{"latest": 1}')
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(n)))
+
+
+def timed(fn, repeat: int = 1) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return round(statistics.median(times), 4), result
+
+
+def run_many(url: str, n: int) -> dict:
+    import tracemalloc
+
+    from loraplex.serve.index import AdapterIndex
+    from loraplex.serve.model_cards import ModelCards
+
+    store = open_store(url)
+    setup, _ = timed(lambda: populate(store, n))
+    tracemalloc.start()
+    index = AdapterIndex(store)
+    first, _ = timed(index.refresh)
+    index_bytes = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    steady, _ = timed(index.refresh, repeat=3)
+    store.set_alias("m00042", "prod", 1)
+    after_move, _ = timed(index.refresh)
+    assert index.aliases("m00042") == {"latest": 1, "prod": 1} and len(index.names()) == n
+
+    cards = ModelCards("base")
+
+    def models_body() -> bytes:  # what GET /v1/models does after the first call
+        return json.dumps({"object": "list", "data": cards.adapters(index.names())}).encode()
+
+    first_models, _ = timed(models_body)
+    models, body = timed(models_body, repeat=3)
+
+    def first_page() -> list:
+        catalog = store.catalog()
+        return [(x, catalog[x], store.aliases(x)) for x in list(catalog)[:100]]
+
+    page, rows = timed(first_page)
+    assert len(rows) == 100
+    return {
+        "adapters": n,
+        "setup_s": setup,
+        "index_first_refresh_s": first,
+        "index_poll_s": steady,
+        "index_poll_after_one_alias_move_s": after_move,
+        "index_memory_bytes": index_bytes,
+        "v1_models_first_s": first_models,
+        "v1_models_s": models,
+        "v1_models_bytes": len(body),
+        "adapters_list_first_page_s": page,
+    }
+
+
+def main_many(n: int, out: Path, note: str) -> None:
+    from tests.fixtures.s3 import SeaweedFS
+
+    with tempfile.TemporaryDirectory(prefix="bench-store-many-") as tmp:
+        results = {"local": run_many(str(Path(tmp) / "store"), n)}
+        print("local", results["local"], flush=True)
+        with SeaweedFS() as s3:
+            os.environ.update(s3.env)
+            results["s3"] = run_many(f"s3://{s3.bucket}/many", n)
+            results["s3"]["server"] = "SeaweedFS (weed server -s3) on this machine"
+        print("s3", results["s3"])
+    report = {"many": results, "note": note, "machine": machine()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--layers", type=int, default=20, help="20 layers ≈ 100 MB")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--many", type=int, default=None, help="Adapters for the listing bench.")
+    parser.add_argument("--note", default="", help="Written into the results (e.g. the load).")
     args = parser.parse_args()
+    if args.many:
+        main_many(args.many, args.out or RESULTS.with_name("store-many.json"), args.note)
+        return
+    args.out = args.out or RESULTS
 
     from tests.fixtures.s3 import SeaweedFS
 

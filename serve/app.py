@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 
 from loraplex import __version__
 from loraplex.serve.auth import AuthMiddleware, KeyRing, load_keys
-from loraplex.serve.engine_args import parse_vllm_args, vllm_argv
+from loraplex.serve.engine_args import parse_vllm_args, size_lora_slots, vllm_argv
 from loraplex.serve.gateway import Gateway, refresh_in_background
 from loraplex.serve.index import watch
 from loraplex.serve.instrument import RequestMetricsMiddleware, instrument_engine
@@ -25,6 +25,7 @@ from loraplex.serve.resolver import StoreLoRAResolver, install_resolver
 from loraplex.serve.routes import router as loraplex_routes
 from loraplex.serve.routing import RoutingMiddleware
 from loraplex.serve.settings import ServeSettings
+from loraplex.serve.slots import SlotPlan
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def prepare_environment(settings: ServeSettings) -> None:
     # arbitrary-path load routes it also adds are removed in `extend_app`.
     os.environ["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"
     os.environ["LORAPLEX_CPU_LORA_OPS"] = settings.cpu_lora_ops
+    os.environ["LORAPLEX_ADAPTER_MAX_WAIT"] = str(settings.adapter_max_wait)
     for var in ("VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_LORA_RESOLVER_HF_REPO_LIST"):
         os.environ.pop(var, None)
     # An explicit plugin list must keep 4-bit loading and loraplex's CPU ops.
@@ -129,10 +131,12 @@ async def serve(settings: ServeSettings, passthrough: list[str]) -> None:
     configure_logging()
     prepare_environment(settings)
     args = parse_vllm_args(vllm_argv(settings, passthrough))
-    await run(settings, args)
+    slots = size_lora_slots(settings, args, passthrough)
+    settings.max_loras = slots.max_loras
+    await run(settings, args, slots)
 
 
-async def run(settings: ServeSettings, args: Namespace) -> None:
+async def run(settings: ServeSettings, args: Namespace, slots: SlotPlan | None = None) -> None:
     import vllm.envs as envs
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
     from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
@@ -146,6 +150,9 @@ async def run(settings: ServeSettings, args: Namespace) -> None:
     if not keyring.enabled:
         logger.warning("no API keys configured: every client may use every route")
     gateway = Gateway.from_settings(settings, get_prometheus_registry())
+    if slots is not None:
+        gateway.metrics.lora_slots.set(slots.max_loras)
+        gateway.metrics.lora_slot_bytes.set(slots.slot_bytes or 0)
     await refresh_in_background(gateway)
     listen_address, sock = setup_server(args, reuse_port=False)
     async with build_async_engine_client(args) as engine_client:
@@ -160,7 +167,9 @@ async def run(settings: ServeSettings, args: Namespace) -> None:
         await gateway.preload(app.state)
         interval = settings.effective_poll_interval(gateway.store.url)
         background = [
-            asyncio.create_task(watch(gateway.index, interval)),
+            asyncio.create_task(
+                watch(gateway.index, interval, lambda moved: gateway.prefetch(app.state, moved))
+            ),
             asyncio.create_task(gateway.track_engine(app.state, interval=2.0)),
         ]
         logger.info("loraplex gateway on %s (store %s)", listen_address, gateway.store.url)

@@ -25,13 +25,16 @@ def serve(
     quantization: str = typer.Option(
         None, help="bitsandbytes (default, 4-bit NF4), none, or a vLLM method."
     ),
-    max_loras: int = typer.Option(None, help="Adapters in one batch (default 8)."),
+    max_loras: int = typer.Option(None, help="Adapters in one batch (default: sized)."),
+    lora_slot_budget_mib: int = typer.Option(None, help="LoRA slot memory cap, MiB."),
     max_lora_rank: int = typer.Option(None, help="Largest rank served (default 16)."),
     max_cpu_loras: int = typer.Option(None, help="Adapters kept in host memory (default 64)."),
     preload: list[str] = typer.Option(
         None, metavar="REF", help="Adapter to load at start (repeatable)."
     ),
     poll_interval: float = typer.Option(None, help="Seconds between store polls."),
+    scheduler: str = typer.Option(None, help="Admission: loraplex (default) or vllm."),
+    adapter_max_wait: float = typer.Option(None, help="Max s an adapter waits for a slot (2)."),
     cpu_lora_ops: str = typer.Option(None, help="loraplex (default) or vllm; CPU only."),
     api_keys_file: Path = typer.Option(None, help="JSON API keys (see `loraplex new-key`)."),
     metrics_require_key: bool = typer.Option(None, help="Put /metrics behind a key."),

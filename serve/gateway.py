@@ -21,6 +21,7 @@ from loraplex.serve.auth import request_key
 from loraplex.serve.index import AdapterIndex, AdapterVersion
 from loraplex.serve.loader import AdapterLoader
 from loraplex.serve.metrics import GatewayMetrics, GatewayStateCollector
+from loraplex.serve.model_cards import ModelCards
 from loraplex.serve.routing import AdapterRouter
 from loraplex.serve.settings import ServeSettings
 
@@ -37,6 +38,10 @@ class Gateway:
     metrics: GatewayMetrics
     # `name@N` of the versions loaded in the engine, refreshed by `track_engine`.
     in_engine: set[str] = field(default_factory=set)
+    model_cards: ModelCards = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model_cards = ModelCards(self.router.base_name)
 
     @property
     def base_name(self) -> str:
@@ -55,7 +60,10 @@ class Gateway:
         gateway = cls(settings, store, index, loader, router, metrics)
         registry.register(
             GatewayStateCollector(
-                gateway.adapter_counts, gateway.adapter_bytes, lambda: index.alias_moves
+                gateway.adapter_counts,
+                gateway.adapter_bytes,
+                lambda: index.alias_moves,
+                gateway.adapter_tiers,
             )
         )
         return gateway
@@ -100,6 +108,37 @@ class Gateway:
             "cache": len(self.loader.cached()),
             "engine": len(self.in_engine),
         }
+
+    def adapter_tiers(self) -> dict[str, int]:
+        """Each adapter version counted once, in the nearest tier holding it;
+        `store`: names none of whose versions is held nearer."""
+        running = set(self.metrics.running_versions)
+        cached = {a.lora_name: a.name for a in self.loader.cached()}
+        cpu = self.in_engine - running
+        disk = cached.keys() - running - cpu
+        held = {cached.get(v) or v.partition("@")[0] for v in running | cpu | disk}
+        store = sum(1 for name in self.index.names() if name not in held)
+        return {"engine": len(running), "cpu": len(cpu), "disk": len(disk), "store": store}
+
+    async def prefetch(self, state, adapters: list[AdapterVersion]) -> None:
+        """Fetch, verify and load into vLLM's CPU tier the versions aliases just
+        moved to, for adapters this replica has served (a version of theirs is
+        in its local cache), so their next request finds the new version
+        there. Adapters no request has named stay in the store: with
+        thousands of them, every replica loading every publish would only
+        churn the CPU tier. At most half the CPU tier per call."""
+        served = {a.name for a in self.loader.cached()}
+        wanted = [a for a in adapters if a.name in served and a.lora_name not in self.in_engine]
+        for adapter in wanted[: max(1, self.settings.max_cpu_loras // 2)]:
+            try:
+                await self.loader.ensure_local(adapter, count=False)
+                await self.load_into_engine(state, adapter, pin=False)
+            except Exception as exc:  # a prefetch failure must not stop the watcher
+                self.metrics.prefetches.labels("failed").inc()
+                logger.warning("prefetch of %s failed: %s", adapter.lora_name, exc)
+                continue
+            self.metrics.prefetches.labels("loaded").inc()
+            logger.info("prefetched %s into the CPU tier", adapter.lora_name)
 
     def adapter_bytes(self) -> dict[str, int]:
         cached = self.loader.cached()

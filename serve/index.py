@@ -9,6 +9,8 @@ store, so a freshly published adapter answers on its first request.
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from loraplex.adapters import AdapterNotFound, AdapterRef, Store, StoreUnavailable
@@ -16,6 +18,7 @@ from loraplex.adapters import AdapterNotFound, AdapterRef, Store, StoreUnavailab
 logger = logging.getLogger(__name__)
 
 LATEST = "latest"
+READERS = 16  # parallel aliases.json reads when many changed (the first refresh)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class AdapterIndex:
         self._miss_ttl = miss_ttl
         self.alias_moves = 0
         self.store_reachable = True
+        self._refreshed = False
+        self._stamps: dict[str, str | None] = {}
+        # Versions an alias moved to (a publish moves `latest`) since the last
+        # `take_moved`, for the gateway to prefetch; the first refresh adds none.
+        self._moved: list[AdapterVersion] = []
 
     def names(self) -> list[str]:
         return sorted(self._aliases)
@@ -55,7 +63,8 @@ class AdapterIndex:
     def refresh(self) -> None:
         """Re-read every name's aliases from the store (blocking I/O)."""
         try:
-            fresh = {name: self.store.aliases(name) for name in self.store.list_names()}
+            stamps = self.store.alias_stamps()
+            fresh = self._read_changed(stamps)
         except StoreUnavailable:
             self.store_reachable = False
             raise
@@ -63,8 +72,38 @@ class AdapterIndex:
         for name, aliases in fresh.items():
             old = self._aliases.get(name, {})
             self.alias_moves += sum(1 for a, v in aliases.items() if a in old and old[a] != v)
+            if self._refreshed:
+                targets = {v for a, v in aliases.items() if old.get(a) != v}
+                self._moved += [AdapterVersion(name, v) for v in sorted(targets)]
         self._aliases = fresh
+        self._stamps = stamps
         self._misses.clear()
+        self._refreshed = True
+
+    def _read_changed(self, stamps: dict[str, str | None]) -> dict[str, dict[str, int]]:
+        """Each name's aliases, read only where aliases.json changed since the
+        last refresh: with thousands of names a poll is one listing, and the
+        first one reads in parallel (on S3 each read is a round trip)."""
+        fresh: dict[str, dict[str, int]] = {}
+        changed = []
+        for name, stamp in stamps.items():
+            if stamp is None:
+                fresh[name] = {}
+            elif stamp == self._stamps.get(name) and name in self._aliases:
+                fresh[name] = self._aliases[name]
+            else:
+                changed.append(name)
+        if len(changed) > 1:
+            with ThreadPoolExecutor(READERS) as pool:
+                fresh.update(zip(changed, pool.map(self.store.aliases, changed), strict=True))
+        else:
+            fresh.update((name, self.store.aliases(name)) for name in changed)
+        return dict(sorted(fresh.items()))
+
+    def take_moved(self) -> list[AdapterVersion]:
+        """Versions aliases moved to since the last call, each once, oldest move first."""
+        moved, self._moved = list(dict.fromkeys(self._moved)), []
+        return moved
 
     def resolve(self, ref: AdapterRef) -> AdapterVersion:
         """`name`, `name:alias` or `name@N` → the version it means now (blocking I/O on a miss)."""
@@ -96,12 +135,20 @@ class AdapterIndex:
         return aliases
 
 
-async def watch(index: AdapterIndex, interval: float) -> None:
-    """Poll the store forever; a store outage keeps the last view and is logged once."""
+async def watch(
+    index: AdapterIndex,
+    interval: float,
+    on_moved: Callable[[list[AdapterVersion]], Awaitable[None]] | None = None,
+) -> None:
+    """Poll the store forever; a store outage keeps the last view and is logged once.
+    `on_moved` hears of the versions aliases moved to (prefetching)."""
     was_reachable = True
     while True:
+        started = time.monotonic()
         try:
             await asyncio.to_thread(index.refresh)
+            if on_moved is not None and (moved := index.take_moved()):
+                await on_moved(moved)
             if not was_reachable:
                 logger.info("adapter store %s is reachable again", index.store.url)
             was_reachable = True
@@ -111,4 +158,6 @@ async def watch(index: AdapterIndex, interval: float) -> None:
             was_reachable = False
         except Exception:  # keep watching whatever one poll hit
             logger.exception("adapter store poll failed")
-        await asyncio.sleep(interval)
+        # A store so large that a poll takes a while is polled less often, so
+        # polling never takes more than a third of a core or of the store's time.
+        await asyncio.sleep(max(interval, 2 * (time.monotonic() - started)))

@@ -69,7 +69,11 @@ def instrument_engine(engine_client, metrics: GatewayMetrics) -> None:
     add_lora = engine_client.add_lora
 
     async def instrumented_generate(*args, **kwargs) -> AsyncGenerator:
-        adapter = adapter_label(metrics, kwargs.get("lora_request"))
+        lora = kwargs.get("lora_request")
+        adapter = adapter_label(metrics, lora)
+        version = lora.lora_name if lora is not None else None
+        if version is not None:
+            metrics.running_versions[version] += 1
         metrics.in_flight.labels(adapter).inc()
         metrics.engine_in_flight += 1
         metrics.engine_activity += 1
@@ -80,6 +84,10 @@ def instrument_engine(engine_client, metrics: GatewayMetrics) -> None:
                 last = output
                 yield output
         finally:
+            if version is not None:
+                metrics.running_versions[version] -= 1
+                if not metrics.running_versions[version]:
+                    del metrics.running_versions[version]
             metrics.in_flight.labels(adapter).dec()
             metrics.engine_in_flight -= 1
             metrics.engine_activity += 1

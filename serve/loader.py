@@ -57,16 +57,21 @@ class AdapterLoader:
     def cached(self) -> set[AdapterVersion]:
         return set(self._ready)
 
-    async def ensure_local(self, adapter: AdapterVersion) -> Path:
-        """The adapter's verified local directory, fetching it on first use."""
+    async def ensure_local(self, adapter: AdapterVersion, *, count: bool = True) -> Path:
+        """The adapter's verified local directory, fetching it on first use.
+        `count`: a request's use, for the cache hit and miss counters (a
+        prefetch is not a request)."""
         if (path := self._ready.get(adapter)) is not None:
-            self.metrics.cache_hits.inc()
+            if count:
+                self.metrics.cache_hits.inc()
             return path
         async with self._locks[adapter]:
             if (path := self._ready.get(adapter)) is not None:
-                self.metrics.cache_hits.inc()
+                if count:
+                    self.metrics.cache_hits.inc()
                 return path
-            self.metrics.cache_misses.inc()
+            if count:
+                self.metrics.cache_misses.inc()
             try:
                 path, manifest = await self._fetch(adapter)
             except (AdapterNotServable, IntegrityError, StoreUnavailable) as exc:

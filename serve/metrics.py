@@ -7,6 +7,7 @@ that did not resolve) or `other` (past the cap), so no client can create
 label values.
 """
 
+import collections
 import time
 from collections.abc import Callable, Iterable
 
@@ -66,6 +67,8 @@ class GatewayMetrics:
         # Bumped by every engine request and adapter load: what can change the
         # engine's set of loaded LoRAs (see Gateway.track_engine).
         self.engine_activity = 0
+        # `name@N` → its requests in the engine now: the `engine` tier.
+        self.running_versions: collections.Counter[str] = collections.Counter()
         adapter_route_status = ["adapter", "route", "status"]
         self.request_duration = Histogram(
             "loraplex_request_duration_seconds",
@@ -128,6 +131,25 @@ class GatewayMetrics:
         )
         for reason in LOAD_FAILURE_REASONS:  # at 0 from the start, so rate() sees the first
             self.load_failures.labels(reason)
+        self.prefetches = Counter(
+            "loraplex_adapter_prefetches",
+            "Adapter versions fetched, verified and loaded into vLLM's CPU tier ahead of "
+            "need (after a publish or an alias move), by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("loaded", "failed"):
+            self.prefetches.labels(outcome)
+        self.lora_slots = Gauge(
+            "loraplex_lora_slots",
+            "LoRA slots: distinct adapters one batch may hold (--max-loras).",
+            registry=registry,
+        )
+        self.lora_slot_bytes = Gauge(
+            "loraplex_lora_slot_bytes",
+            "Memory of one LoRA slot: max rank x sum(in+out) of adaptable layers x dtype bytes.",
+            registry=registry,
+        )
         self.build_info = Info(
             "loraplex_build", "loraplex and vLLM versions, base model, quantization.",
             registry=registry,
@@ -164,7 +186,9 @@ class GatewayStateCollector(Collector):
         adapter_counts: Callable[[], dict[str, int]],
         adapter_bytes: Callable[[], dict[str, int]],
         alias_moves: Callable[[], int],
+        adapter_tiers: Callable[[], dict[str, int]] = dict,
     ) -> None:
+        self._adapter_tiers = adapter_tiers
         self._adapter_counts = adapter_counts
         self._adapter_bytes = adapter_bytes
         self._alias_moves = alias_moves
@@ -177,6 +201,13 @@ class GatewayStateCollector(Collector):
             "locally), engine (versions loaded in the engine).",
             "state",
             self._adapter_counts(),
+        )
+        yield _labelled(
+            "loraplex_adapter_loaded",
+            "Adapters by the nearest tier holding them: engine (requests running), cpu "
+            "(vLLM's CPU LRU tier), disk (verified local cache), store (only in the store).",
+            "tier",
+            self._adapter_tiers(),
         )
         yield CounterMetricFamily(
             "loraplex_alias_moves", "Alias moves the gateway has seen in the store.",

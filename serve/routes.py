@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from vllm.entrypoints.serve.engine.protocol import ModelCard, ModelList, ModelPermission
+from vllm.entrypoints.serve.engine.protocol import ModelCard, ModelPermission
 
 from loraplex.adapters import AdapterError, AdapterRef
 from loraplex.serve.errors import adapter_error_response
@@ -33,19 +33,14 @@ async def list_models(request: Request) -> JSONResponse:
     gateway = _gateway(request)
     base = gateway.base_name
     max_len = request.app.state.engine_client.model_config.max_model_len
-    cards = [
-        ModelCard(
-            id=base, root=base, owned_by="loraplex", max_model_len=max_len,
-            permission=[ModelPermission()],
-        )
-    ]  # fmt: skip
-    cards += [
-        ModelCard(
-            id=name, root=name, parent=base, owned_by="loraplex", permission=[ModelPermission()]
-        )
-        for name in gateway.visible_names(request)
-    ]
-    return JSONResponse(ModelList(data=cards).model_dump())
+    base_card = ModelCard(
+        id=base, root=base, owned_by="loraplex", max_model_len=max_len,
+        permission=[ModelPermission()],
+    )  # fmt: skip
+    names = gateway.visible_names(request)
+    gateway.model_cards.forget_missing(set(gateway.index.names()))
+    data = [base_card.model_dump(), *gateway.model_cards.adapters(names)]
+    return JSONResponse({"object": "list", "data": data})
 
 
 @router.get("/v1/adapters")

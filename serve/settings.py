@@ -39,7 +39,14 @@ class ServeSettings(BaseSettings):
         default="bitsandbytes",
         description="bitsandbytes (4-bit NF4), none (bf16/fp32), or any vLLM method.",
     )
-    max_loras: int = Field(default=8, ge=1, description="Adapters in one batch (GPU slots).")
+    max_loras: int | None = Field(
+        default=None,
+        ge=1,
+        description="Adapters in one batch (LoRA slots); default: sized to the load.",
+    )
+    lora_slot_budget_mib: int | None = Field(
+        default=None, gt=0, description="Memory for LoRA slots (default 2048 on CPU, 1024 on GPU)."
+    )
     max_lora_rank: int = Field(default=16, description="Largest adapter rank served.")
     max_cpu_loras: int = Field(default=64, ge=1, description="Adapters kept in host memory.")
     preload: list[str] = Field(default_factory=list, description="Adapters loaded at start.")
@@ -47,6 +54,15 @@ class ServeSettings(BaseSettings):
         default=None,
         gt=0,
         description="Seconds between store polls (default 0.5 for a local store, 2 for S3).",
+    )
+    scheduler: Literal["loraplex", "vllm"] = Field(
+        default="loraplex",
+        description="Admission: loraplex (adapter-aware, serve/scheduling) or vllm's own.",
+    )
+    adapter_max_wait: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds an adapter may wait for a LoRA slot before one is drained for it.",
     )
     cpu_lora_ops: Literal["loraplex", "vllm"] = Field(
         default="loraplex", description="LoRA ops on the CPU platform (no effect on CUDA)."

@@ -68,6 +68,19 @@ def test_walk_lists_every_key_below_and_hides_dot_names(backend):
     assert backend.walk("missing") == []
 
 
+def test_walk_stamped_changes_a_stamp_only_when_its_object_changes(backend):
+    backend.write("chat/v1/manifest.json", b"{}")
+    backend.write("chat/aliases.json", b'{"latest": 1}')
+    backend.write("chat/.hidden", b"")
+    first = backend.walk_stamped("")
+    assert sorted(first) == backend.walk("") == ["chat/aliases.json", "chat/v1/manifest.json"]
+    assert backend.walk_stamped("") == first
+    backend.write("chat/aliases.json", b'{"latest": 2}')
+    second = backend.walk_stamped("")
+    assert second["chat/aliases.json"] != first["chat/aliases.json"]
+    assert second["chat/v1/manifest.json"] == first["chat/v1/manifest.json"]
+
+
 def test_a_key_under_a_file_is_absent(backend):
     backend.write("notes.txt", b"a file")
     assert backend.read("notes.txt/aliases.json") is None

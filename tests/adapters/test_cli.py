@@ -7,6 +7,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from loraplex.adapters import open_store
 from loraplex.adapters.cli import app
 from tests.adapters.conftest import edit_config
 
@@ -171,3 +172,17 @@ def test_push_of_a_folder_that_is_no_adapter(tmp_path):
     (tmp_path / "empty").mkdir()
     line = fails("push", str(tmp_path / "empty"), "--name", "chat", "--store", str(tmp_path / "s"))
     assert line.endswith("is not a PEFT adapter: adapter_config.json is missing")
+
+
+def test_list_pages_through_many_names(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    for i in range(25):  # the layout of a committed version, without publishing 25 adapters
+        store.backend.write(f"n{i:02d}/v1/manifest.json", b"{}")
+        store.backend.write(f"n{i:02d}/aliases.json", b'{"latest": 1}')
+    s = ["--store", store.url]
+    first = runner.invoke(app, ["list", "--json", "--limit", "10", *s])
+    assert [r["name"] for r in json.loads(first.stdout)] == [f"n{i:02d}" for i in range(10)]
+    assert "more: --after n09" in first.stderr
+    rest = ok_json("list", "--limit", "20", "--after", "n09", *s)
+    assert [r["name"] for r in rest] == [f"n{i:02d}" for i in range(10, 25)]
+    assert rest[0] == {"name": "n10", "versions": [1], "aliases": {"latest": 1}}
