@@ -41,6 +41,12 @@ try:
     register_train_commands(app)
 except ImportError:  # pragma: no cover - transitional
     pass
+try:
+    from loraplex.estimate.cli import register as register_estimate_commands
+
+    register_estimate_commands(app)
+except ImportError:  # pragma: no cover - transitional
+    pass
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from loraplex import __version__
 from loraplex.serve.auth import AuthMiddleware, KeyRing, load_keys
 from loraplex.serve.engine_args import parse_vllm_args, size_lora_slots, vllm_argv
+from loraplex.serve.estimate_log import log_serving_estimate
 from loraplex.serve.gateway import Gateway, refresh_in_background
 from loraplex.serve.index import watch
 from loraplex.serve.instrument import RequestMetricsMiddleware, instrument_engine
@@ -160,6 +161,7 @@ async def run(settings: ServeSettings, args: Namespace, slots: SlotPlan | None =
         instrument_engine(engine_client, gateway.metrics)
         shutdown_requested = note_shutdown_requests(engine_client)
         record_build_info(gateway)
+        log_serving_estimate(settings, args, engine_client.vllm_config)
         supported_tasks = await engine_client.get_supported_tasks()
         app = build_app(args, supported_tasks, engine_client.model_config)
         extend_app(app, gateway, keyring)

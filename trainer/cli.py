@@ -111,6 +111,9 @@ def train(
         False, "--show-example", help="Print the first example, trained tokens marked; exit."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    preflight: bool = typer.Option(
+        True, "--preflight/--no-preflight", help="On CUDA, stop early if it cannot fit."
+    ),
 ) -> None:
     """Fine-tune a LoRA or QLoRA adapter and (with --publish) put it in the store."""
     given = dict(locals())
@@ -119,7 +122,7 @@ def train(
     try:
         if nproc_per_node is not None and "TORCHELASTIC_RUN_ID" not in os.environ:
             check_then_launch(config, flags, nproc_per_node)
-        run(config, flags, resume=resume, show=show_example, progress=progress)
+        run(config, flags, resume=resume, show=show_example, progress=progress, preflight=preflight)
     except KeyboardInterrupt:
         typer.echo(
             "interrupted: nothing was published; run again with --resume to continue "
@@ -152,7 +155,15 @@ def log_to_stderr() -> None:
     logger.propagate = False
 
 
-def run(config_path: Path | None, flags: dict, *, resume: bool, show: bool, progress: bool):
+def run(
+    config_path: Path | None,
+    flags: dict,
+    *,
+    resume: bool,
+    show: bool,
+    progress: bool,
+    preflight: bool = True,
+):
     from loraplex.base_models.registry import resolve_base_model
     from loraplex.trainer.config import load_config
 
@@ -164,6 +175,10 @@ def run(config_path: Path | None, flags: dict, *, resume: bool, show: bool, prog
 
         typer.echo(preview(config, base_model, color=sys.stdout.isatty()))
         return
+    if preflight:  # estimate vs free CUDA memory before the model loads (loraplex.estimate)
+        from loraplex.estimate.preflight import check_fits
+
+        check_fits(config, base_model)
     from loraplex.trainer.train import train as run_training
 
     if rank() != 0:

@@ -1,0 +1,239 @@
+"""Benchmark: `loraplex estimate` against measured runs on this machine.
+
+Memory: for each model (tiny, SmolLM2), method (LoRA, QLoRA), gradient
+checkpointing on and off, and two sequence lengths, the estimate's peak
+(`estimate_training` with the real data) against the trainer's measured
+live peak: peak RSS of a real `loraplex.trainer.train` run in a fresh
+process, with glibc mapping every buffer of 128 KiB or more on its own
+(bench_trainer's memory pass), so RSS follows the live tensors. Goal: every
+case within ±15%.
+
+Time: the estimate's CPU time (a measured calibration of one layer) against
+the same run's measured training seconds, in normal runs. Goal: ±25%.
+
+Serving: the KV capacity `estimate_serving` predicts against what vLLM
+itself logs at start ("KV cache size: N tokens") for the same settings, on
+the CPU with VLLM_CPU_KVCACHE_SPACE. Goal: ±5%.
+
+Results: bench/results/estimate.json.
+
+    .venv/bin/python -m bench.bench_estimate [--models tiny ...] [--skip-serve]
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.bench_trainer import MEMORY_PASS, make_dataset, measured_now
+
+RESULTS = Path(__file__).parent / "results"
+# model → (examples, batch size): enough for three optimizer steps, so the
+# peak is measured with the optimizer's states in memory.
+DATA = {"tiny": (24, 2), "smollm2-135m-instruct": (6, 1)}
+LENGTHS = (256, 512)
+METHODS = ("lora", "qlora")
+# model → (examples, max_length, method) of the timed runs
+TIMED = {
+    "tiny": (300, 512, "lora"),
+    "smollm2-135m-instruct": (12, 512, "qlora"),
+}
+
+
+def config_for(model_dir: Path, data: Path, method: str, length: int, batch: int, ckpt: bool, out):
+    from loraplex.trainer.config import TrainConfig
+
+    return TrainConfig.model_validate(
+        {
+            "base_model": str(model_dir),
+            "method": method,
+            "data": {"train": [str(data)], "max_length": length},
+            "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
+            "training": {
+                "epochs": 1,
+                "batch_size": batch,
+                "gradient_checkpointing": ckpt,
+                "device": "cpu",
+            },
+            "output": {"dir": str(out), "tensorboard": False},
+        }
+    )
+
+
+def arm_train(spec: dict) -> dict:
+    """One real training run in this (fresh) process: its record's peak RSS and seconds."""
+    from loraplex.trainer.train import train
+
+    with tempfile.TemporaryDirectory() as out:
+        config = config_for(**spec, out=Path(out) / "run")
+        record = train(config, Path(spec["model_dir"]), progress=False).record
+    return {
+        "peak_memory_bytes": record.peak_memory_bytes,
+        "train_seconds": record.train_seconds,
+        "trained_tokens": record.trained_tokens,
+        "steps": record.steps,
+    }
+
+
+def measure(spec: dict, live: bool) -> dict:
+    cmd = [sys.executable, "-m", "bench.bench_estimate", "--arm", json.dumps(spec)]
+    env = {**os.environ, **(MEMORY_PASS if live else {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"training run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def predict(spec: dict, with_time: bool = False):
+    from loraplex.estimate.devices import cpu_device
+    from loraplex.estimate.train import estimate_training
+
+    config = config_for(**spec, out="unused")
+    return estimate_training(
+        config, Path(spec["model_dir"]), cpu_device(), with_data=True, with_time=with_time
+    )
+
+
+def memory_cases(name: str, model_dir: Path, work: Path) -> list[dict]:
+    from loraplex.trainer.model import load_tokenizer
+
+    count, batch = DATA[name]
+    cases = []
+    for length in LENGTHS:
+        data = work / f"{name}-{length}.jsonl"
+        make_dataset(load_tokenizer(model_dir), count, length, data)
+        for method in METHODS:
+            for ckpt in (True, False):
+                spec = dict(
+                    model_dir=str(model_dir), data=str(data), method=method, length=length,
+                    batch=batch, ckpt=ckpt,
+                )  # fmt: skip
+                estimate = predict(spec)
+                measured = measure(spec, live=True)
+                ratio = estimate.peak_bytes / measured["peak_memory_bytes"]
+                case = {
+                    "model": name,
+                    "method": method,
+                    "gradient_checkpointing": ckpt,
+                    "max_length": length,
+                    "batch_size": batch,
+                    "micro_batch_tokens": estimate.shapes.tokens,
+                    "predicted_bytes": estimate.peak_bytes,
+                    "measured_bytes": measured["peak_memory_bytes"],
+                    "ratio": round(ratio, 3),
+                    "within_15_percent": abs(ratio - 1) <= 0.15,
+                    "breakdown": {i.what: i.bytes for i in estimate.items},
+                }
+                print(json.dumps({k: v for k, v in case.items() if k != "breakdown"}), flush=True)
+                cases.append(case)
+    return cases
+
+
+def time_case(name: str, model_dir: Path, work: Path) -> dict:
+    from loraplex.trainer.model import load_tokenizer
+
+    count, length, method = TIMED[name]
+    data = work / f"{name}-timed.jsonl"
+    make_dataset(load_tokenizer(model_dir), count, length, data)
+    spec = dict(
+        model_dir=str(model_dir), data=str(data), method=method, length=length, batch=2,
+        ckpt=True,
+    )  # fmt: skip
+    estimate = predict(spec, with_time=True)
+    measured = measure(spec, live=False)
+    ratio = estimate.time.seconds / measured["train_seconds"]
+    case = {
+        "model": name,
+        "method": method,
+        "examples": count,
+        "max_length": length,
+        "predicted_seconds": round(estimate.time.seconds, 2),
+        "measured_seconds": measured["train_seconds"],
+        "ratio": round(ratio, 3),
+        "within_25_percent": abs(ratio - 1) <= 0.25,
+        "how": estimate.time.how,
+    }
+    print(json.dumps(case), flush=True)
+    return case
+
+
+def serve_case(model_dir: Path, work: Path) -> dict:
+    """vLLM's own KV capacity for the gateway's test settings, against the estimate."""
+    from loraplex.estimate.serve import estimate_serving
+    from tests.fixtures.engine import GatewayProcess
+
+    store = f"file://{work / 'store'}"
+    with GatewayProcess(model_dir, store, work / "gateway") as gateway:
+        log = gateway.log_path.read_text(errors="replace")
+    reported = vllm_kv_tokens(log)
+    estimate = estimate_serving(
+        model_dir, quantization="none", dtype="float32", max_model_len=1024, max_loras=2,
+        max_lora_rank=16, kv_cache_space_bytes=1 << 30,
+    )  # fmt: skip
+    ratio = estimate.kv_tokens / reported
+    return {
+        "settings": "tiny, float32, max_model_len 1024, VLLM_CPU_KVCACHE_SPACE=1",
+        "predicted_kv_tokens": estimate.kv_tokens,
+        "vllm_kv_tokens": reported,
+        "ratio": round(ratio, 4),
+        "within_5_percent": abs(ratio - 1) <= 0.05,
+    }
+
+
+def vllm_kv_tokens(log: str) -> int:
+    match = re.search(r"KV cache size: ([\d,]+) tokens", log)
+    if not match:
+        raise RuntimeError("vLLM's log has no 'KV cache size' line")
+    return int(match.group(1).replace(",", ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(DATA), choices=list(DATA))
+    parser.add_argument("--skip-serve", action="store_true")
+    parser.add_argument("--skip-time", action="store_true")
+    parser.add_argument("--arm", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.arm:
+        print(json.dumps(arm_train(json.loads(args.arm))))
+        return
+
+    from loraplex.base_models.registry import resolve_base_model
+
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "memory": [],
+        "time": [],
+        "serve": None,
+    }
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name in args.models:
+            model_dir = resolve_base_model(name)
+            results["memory"] += memory_cases(name, model_dir, work)
+            if not args.skip_time:
+                results["time"].append(time_case(name, model_dir, work))
+        if not args.skip_serve:
+            results["serve"] = serve_case(resolve_base_model("tiny"), work)
+            print(json.dumps(results["serve"]), flush=True)
+    results["measured"] = measured_now()
+    results["bench_seconds"] = round(time.monotonic() - started)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "estimate.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
