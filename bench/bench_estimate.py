@@ -100,15 +100,17 @@ def predict(spec: dict, with_time: bool = False):
     )
 
 
-def memory_cases(name: str, model_dir: Path, work: Path) -> list[dict]:
+def memory_cases(
+    name: str, model_dir: Path, work: Path, lengths=LENGTHS, methods=METHODS
+) -> list[dict]:
     from loraplex.trainer.model import load_tokenizer
 
     count, batch = DATA[name]
     cases = []
-    for length in LENGTHS:
+    for length in lengths:
         data = work / f"{name}-{length}.jsonl"
         make_dataset(load_tokenizer(model_dir), count, length, data)
-        for method in METHODS:
+        for method in methods:
             for ckpt in (True, False):
                 spec = dict(
                     model_dir=str(model_dir), data=str(data), method=method, length=length,
@@ -196,6 +198,9 @@ def vllm_kv_tokens(log: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(DATA), choices=list(DATA))
+    parser.add_argument("--lengths", nargs="+", type=int, default=list(LENGTHS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--out", type=Path, default=RESULTS / "estimate.json")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-time", action="store_true")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
@@ -221,7 +226,7 @@ def main() -> None:
         work = Path(tmp)
         for name in args.models:
             model_dir = resolve_base_model(name)
-            results["memory"] += memory_cases(name, model_dir, work)
+            results["memory"] += memory_cases(name, model_dir, work, args.lengths, args.methods)
             if not args.skip_time:
                 results["time"].append(time_case(name, model_dir, work))
         if not args.skip_serve:
@@ -229,8 +234,8 @@ def main() -> None:
             print(json.dumps(results["serve"]), flush=True)
     results["measured"] = measured_now()
     results["bench_seconds"] = round(time.monotonic() - started)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "estimate.json"
+    out = args.out
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 

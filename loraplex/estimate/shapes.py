@@ -9,6 +9,7 @@ row. The largest micro-batch sets the peak; the sum sets the time.
 
 from pathlib import Path
 
+from loraplex.estimate.errors import EstimateError
 from loraplex.estimate.results import Shapes
 from loraplex.trainer.config import TrainConfig
 
@@ -40,7 +41,13 @@ def from_data(config: TrainConfig, base_model: Path, flat: bool) -> Shapes:
     from loraplex.trainer.dataset import prepare_datasets
     from loraplex.trainer.plan import plan_run
 
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+    except (OSError, ValueError) as exc:
+        raise EstimateError(
+            f"--data needs the base model's tokenizer, and {base_model} has none that loads "
+            f"({' '.join(str(exc).split())[:120]})"
+        ) from None
     examples = prepare_datasets(config.data, tokenizer, config.training.seed).train
     lengths = [len(e) for e in examples]
     trained = [e.trained_tokens for e in examples]
