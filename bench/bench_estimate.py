@@ -195,6 +195,26 @@ def vllm_kv_tokens(log: str) -> int:
     return int(match.group(1).replace(",", ""))
 
 
+def _key(case: dict) -> tuple:
+    return tuple(case.get(k) for k in ("model", "method", "gradient_checkpointing", "max_length"))
+
+
+def merge_earlier(results: dict, out: Path) -> None:
+    """Keep the earlier file's cases that this (partial) run did not measure, each with its
+    own `measured` (time, commit, load), as bench_trainer does for its models."""
+    for case in results["memory"] + results["time"]:
+        case["measured"] = results["measured"]
+    if not out.exists():
+        return
+    earlier = json.loads(out.read_text())
+    for section in ("memory", "time"):
+        done = {_key(c) for c in results[section]}
+        kept = [c for c in earlier.get(section, []) if _key(c) not in done and "measured" in c]
+        results[section] = sorted(kept + results[section], key=lambda c: str(_key(c)))
+    if results["serve"] is None:
+        results["serve"] = earlier.get("serve")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(DATA), choices=list(DATA))
@@ -236,6 +256,7 @@ def main() -> None:
     results["bench_seconds"] = round(time.monotonic() - started)
     out = args.out
     out.parent.mkdir(exist_ok=True)
+    merge_earlier(results, out)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -30,7 +30,7 @@ def train_table(e: TrainEstimate) -> str:
     lines = [
         f"training estimate: {e.base_model} ({e.model_type}), {e.method}, r={e.lora_r} "
         f"({e.lora_params:,} LoRA params), checkpointing {ckpt}, on {e.device}",
-        f"largest micro-batch: {s.rows} × rows, {s.tokens:,} tokens, "
+        f"largest micro-batch: {s.rows} rows, {s.tokens:,} tokens, "
         f"{s.trained_tokens:,} trained ({'from the data' if s.source == 'data' else 'full rows'})",
         "",
         *_rows(e.items),

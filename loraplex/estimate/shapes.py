@@ -14,22 +14,15 @@ from loraplex.estimate.results import Shapes
 from loraplex.trainer.config import TrainConfig
 
 
-def batch_size(config: TrainConfig, example_count: int | None = None) -> int:
-    """The micro-batch size the trainer will use (an `auto` size resolved as the trainer does)."""
-    size = config.training.batch_size
-    if isinstance(size, int):
-        return size
-    from loraplex.trainer import plan  # `auto` (issue 15): sized to the data by the trainer
-
-    resolve = getattr(plan, "resolve_batch_size", None)
-    if resolve is None or example_count is None:
-        return 1
-    return resolve(config, example_count)
-
-
 def from_config(config: TrainConfig) -> Shapes:
-    """No data: full rows of max_length, every token trained (the worst case)."""
-    rows = batch_size(config)
+    """No data: full rows of max_length, every token trained (the worst case).
+
+    `batch_size: auto` is at most FULL_BATCH rows (plan.auto_batching), so that many.
+    """
+    from loraplex.trainer.plan import FULL_BATCH
+
+    size = config.training.batch_size
+    rows = FULL_BATCH if size == "auto" else size
     tokens = rows * config.data.max_length
     return Shapes(rows=rows, tokens=tokens, trained_tokens=tokens, source="config")
 
@@ -40,6 +33,7 @@ def from_data(config: TrainConfig, base_model: Path, flat: bool) -> Shapes:
 
     from loraplex.trainer.dataset import prepare_datasets
     from loraplex.trainer.plan import plan_run
+    from loraplex.trainer.train import resolve_auto
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -48,14 +42,15 @@ def from_data(config: TrainConfig, base_model: Path, flat: bool) -> Shapes:
             f"--data needs the base model's tokenizer, and {base_model} has none that loads "
             f"({' '.join(str(exc).split())[:120]})"
         ) from None
-    examples = prepare_datasets(config.data, tokenizer, config.training.seed).train
+    data = prepare_datasets(config.data, tokenizer, config.training.seed)
+    config, _ = resolve_auto(config, data)  # `batch_size: auto`, sized as the trainer sizes it
+    examples = data.train
     lengths = [len(e) for e in examples]
     trained = [e.trained_tokens for e in examples]
-    size = batch_size(config, len(examples))
     plan = plan_run(
         lengths,
         epochs=config.training.epochs,
-        batch_size=size,
+        batch_size=config.training.batch_size,
         grad_accum=config.training.grad_accum,
         packing=config.data.packing,
         max_length=config.data.max_length,

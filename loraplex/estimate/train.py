@@ -85,13 +85,15 @@ def per_token_activations(model, arch, method: str, device_kind: str) -> dict[st
 
 def smallest_change_that_fits(config: TrainConfig, base_model: Path, device: Device) -> str | None:
     """The first of: checkpointing, a smaller batch, qlora, a shorter max length — that fits."""
+    from loraplex.trainer.plan import FULL_BATCH
+
     if device.memory_bytes is None:
         return None
     t = config.training
     candidates: list[tuple[str, dict]] = []
     if not t.gradient_checkpointing:
         candidates.append(("--gradient-checkpointing", {"training.gradient_checkpointing": True}))
-    size = t.batch_size if isinstance(t.batch_size, int) else 1
+    size = t.batch_size if isinstance(t.batch_size, int) else FULL_BATCH
     while size > 1:
         size //= 2
         candidates.append((f"--batch-size {size}", {"training.batch_size": size}))
