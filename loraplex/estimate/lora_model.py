@@ -13,10 +13,10 @@ from loraplex.trainer.config import LoraSettings
 
 
 def compute_dtype(method: str, device_kind: str) -> torch.dtype:
-    """The dtype of the base's activations, as trainer/model.py's base_dtype picks it."""
-    if method == "qlora" or device_kind == "cuda":
-        return torch.bfloat16
-    return torch.float32
+    """The dtype of the base's activations: trainer/model.py's own choice."""
+    from loraplex.trainer.model import base_dtype
+
+    return base_dtype(method, torch.device(device_kind))
 
 
 def meta_lora_model(hf_config, method: str, lora: LoraSettings, device_kind: str):

@@ -113,7 +113,10 @@ def real_layer(config: TrainConfig, hf_config, arch: Architecture):
 
 
 def quantize_linears(module: torch.nn.Module) -> None:
-    """Swap every linear layer for bitsandbytes' 4-bit NF4 (double quantization, bf16 compute)."""
+    """Swap every linear layer for bitsandbytes' 4-bit NF4, computing as the trainer does."""
+    from loraplex.trainer.model import base_dtype
+
+    dtype = base_dtype("qlora", torch.device("cpu"))
     import bitsandbytes as bnb
 
     for name, child in list(module.named_children()):
@@ -122,12 +125,12 @@ def quantize_linears(module: torch.nn.Module) -> None:
                 child.in_features,
                 child.out_features,
                 bias=child.bias is not None,
-                compute_dtype=torch.bfloat16,
+                compute_dtype=dtype,
                 compress_statistics=True,
                 quant_type="nf4",
             )
             q.weight = bnb.nn.Params4bit(
-                child.weight.data.to(torch.bfloat16),
+                child.weight.data.to(dtype),
                 requires_grad=False,
                 compress_statistics=True,
                 quant_type="nf4",
