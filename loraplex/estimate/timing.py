@@ -112,12 +112,13 @@ def real_layer(config: TrainConfig, hf_config, arch: Architecture):
     return layer, model
 
 
-def quantize_linears(module: torch.nn.Module) -> None:
+def quantize_linears(module: torch.nn.Module, dtype: torch.dtype | None = None) -> None:
     """Swap every linear layer for bitsandbytes' 4-bit NF4, computing as the trainer does."""
+    import bitsandbytes as bnb
+
     from loraplex.trainer.model import base_dtype
 
-    dtype = base_dtype("qlora", torch.device("cpu"))
-    import bitsandbytes as bnb
+    dtype = dtype or base_dtype("qlora", torch.device("cpu"))
 
     for name, child in list(module.named_children()):
         if isinstance(child, torch.nn.Linear):
@@ -137,7 +138,7 @@ def quantize_linears(module: torch.nn.Module) -> None:
             )
             setattr(module, name, q.to("cpu"))
         else:
-            quantize_linears(child)
+            quantize_linears(child, dtype)
 
 
 def time_layer(config, hf_config, arch: Architecture, s: Shapes):
