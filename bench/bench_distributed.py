@@ -14,11 +14,13 @@ work is the same; tokens/s is trained tokens over the training loop's wall
 time (rank 0's), wall is the whole command (process start, model load,
 export). Memory per rank: peak RSS of each rank, and the bytes of parameters
 each rank holds (from the training record): DDP holds the whole model on
-every rank, FSDP2 about 1/N of it. Arms run in the order one, ddp, fsdp,
-`--repeats` times (best run of each counts). On a shared machine, OpenMP
-threads of the one process wait on each other when other jobs hold the
-cores, which favours the 1-thread ranks: compare on a quiet machine, or
-with `--threads 1`. Results: bench/results/distributed.json.
+every rank, FSDP2 about 1/N of it. Each of `--repeats` rounds runs the
+three arms in a rotated order (one-ddp-fsdp, ddp-fsdp-one, fsdp-one-ddp),
+so drift hits every arm alike; each round gives one speedup ratio per arm,
+and the summary reports their min, median and max. On a shared machine,
+OpenMP threads of the one process wait on each other when other jobs hold
+the cores, which favours the 1-thread ranks: compare on a quiet machine, or
+with `--threads 1`. Results: bench/results/distributed-<model>.json.
 
     .venv/bin/python -m bench.bench_distributed [--model smollm2-135m-instruct] [--examples 16]
 """
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,16 +89,31 @@ def run_arm(arm: str, config_file: Path, out: Path, nproc: int, threads: int) ->
     }
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {
+        "min": round(min(values), 3),
+        "median": round(statistics.median(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
 def summarize(runs: dict[str, list[dict]], nproc: int) -> dict:
     best = {arm: max(r, key=lambda x: x["tokens_per_second"]) for arm, r in runs.items()}
     whole = best["one"]["parameter_bytes_per_rank"][0]
+    rounds = range(len(runs["one"]))
     return {
-        "tokens_per_second": {arm: b["tokens_per_second"] for arm, b in best.items()},
-        "speedup_vs_one": {
-            arm: round(b["tokens_per_second"] / best["one"]["tokens_per_second"], 3)
-            for arm, b in best.items()
+        "tokens_per_second": {
+            arm: spread([x["tokens_per_second"] for x in r]) for arm, r in runs.items()
         },
-        "wall_seconds": {arm: b["wall_seconds"] for arm, b in best.items()},
+        # One ratio per round: both arms of a round ran minutes apart.
+        "speedup_vs_one": {
+            arm: spread(
+                [r[i]["tokens_per_second"] / runs["one"][i]["tokens_per_second"] for i in rounds]
+            )
+            for arm, r in runs.items()
+            if arm != "one"
+        },
+        "wall_seconds": {arm: spread([x["wall_seconds"] for x in r]) for arm, r in runs.items()},
         "parameter_share_per_rank": {
             arm: [round(x / whole, 3) for x in b["parameter_bytes_per_rank"]]
             for arm, b in best.items()
@@ -135,8 +153,9 @@ def main() -> None:
         make_dataset(load_tokenizer(model_dir), args.examples, args.max_length, data)
         config_file = work / "train.yaml"
         config_file.write_text(yaml.safe_dump(config(model_dir, data, args.max_length)))
+        arms = list(runs)
         for repeat in range(args.repeats):
-            for arm in runs:
+            for arm in arms[repeat % 3 :] + arms[: repeat % 3]:
                 out = work / f"{arm}-{repeat}"
                 result = run_arm(arm, config_file, out, args.nproc, args.threads)
                 print(json.dumps(result), flush=True)
@@ -157,7 +176,7 @@ def main() -> None:
         "summary": summarize(runs, args.nproc),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "distributed.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"distributed-{args.model}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["summary"], indent=2))
 
 
