@@ -57,6 +57,12 @@ class Backend(ABC):
         which objects changed since the last, without reading any."""
 
     @abstractmethod
+    def list_folder(self, prefix: str, start_after: str = "") -> list[str]:
+        """Names of the objects directly in folder `prefix`, hidden or not, sorted,
+        only those after `start_after`: a short listing of a journal's newest
+        entries (`StartAfter` on S3), however long the store's other folders are."""
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove one object; nothing happens if it does not exist."""
 

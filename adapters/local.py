@@ -147,6 +147,17 @@ class LocalBackend(Backend):
                     continue
         return stamps
 
+    def list_folder(self, prefix: str, start_after: str = "") -> list[str]:
+        self._check_root()
+        try:
+            with os.scandir(self._path(prefix)) as entries:
+                names = [e.name for e in entries if e.name > start_after and e.is_file()]
+        except _ABSENT:
+            return []
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot list {self.url}/{prefix}: {exc}") from exc
+        return sorted(names)
+
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink(missing_ok=True)

@@ -145,6 +145,19 @@ class S3Backend(Backend):
             raise self._unavailable(exc) from exc
         return stamps
 
+    def list_folder(self, prefix: str, start_after: str = "") -> list[str]:
+        base = self._folder(prefix)
+        names: list[str] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base, Delimiter="/", StartAfter=base + start_after
+            )
+            for page in pages:
+                names += [o["Key"][len(base) :] for o in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable(exc) from exc
+        return sorted(n for n in names if n)
+
     def delete(self, key: str) -> None:
         try:  # S3 answers 204 for a key that does not exist
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))

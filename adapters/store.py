@@ -13,6 +13,7 @@ leaves a claimed, invisible version that readers skip. Deleting a version
 keeps its claim as a tombstone, so a number is never given out twice.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from loraplex.adapters import cache
+from loraplex.adapters import cache, changes
 from loraplex.adapters.backend import Backend
 from loraplex.adapters.errors import (
     AdapterNotFound,
@@ -251,6 +252,9 @@ class Store:
             data, token = self.backend.read_versioned(key)
             updated = change(self._parse_aliases(name, data))
             if self.backend.replace_if(key, json.dumps(updated, sort_keys=True).encode(), token):
+                # The move is made; if the feed's entry is lost, readers' full walk sees it.
+                with contextlib.suppress(StoreUnavailable):
+                    changes.record(self.backend, name)
                 return updated
         raise AliasConflict(f"could not update the aliases of '{name}': too many concurrent moves")
 

@@ -13,8 +13,9 @@ network. Results: bench/results/store.json (MB = 10^6 bytes).
 
 With `--many N` it measures instead what a store of N adapters costs the
 gateway and the CLI, on both backends (bench/results/store-many.json): the
-index's first refresh (every aliases.json read) and its steady poll (one
-listing, nothing re-read), a poll after one alias move, building the
+index's first refresh (every aliases.json read), its steady poll (the
+change feed: one short listing), a poll after one alias move, the periodic
+full walk (one listing of the whole store, nothing re-read), building the
 /v1/models answer (first call, then with every card built), the memory the
 index holds, and the first page of `loraplex adapters list`. The store
 holds each name's committed layout (`v1/manifest.json`, `aliases.json`),
@@ -155,10 +156,12 @@ def run_many(url: str, n: int) -> dict:
     first, _ = timed(index.refresh)
     index_bytes = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    steady, _ = timed(index.refresh, repeat=3)
+    steady, _ = timed(index.refresh, repeat=3)  # the change feed: one short listing
     store.set_alias("m00042", "prod", 1)
     after_move, _ = timed(index.refresh)
     assert index.aliases("m00042") == {"latest": 1, "prod": 1} and len(index.names()) == n
+    assert not index.last_refresh_walked
+    walk, _ = timed(lambda: index.refresh(walk=True), repeat=3)  # the periodic full walk
 
     cards = ModelCards("base")
 
@@ -180,6 +183,7 @@ def run_many(url: str, n: int) -> dict:
         "index_first_refresh_s": first,
         "index_poll_s": steady,
         "index_poll_after_one_alias_move_s": after_move,
+        "index_full_walk_s": walk,
         "index_memory_bytes": index_bytes,
         "v1_models_first_s": first_models,
         "v1_models_s": models,

@@ -4,6 +4,11 @@ Requests name adapters as `name`, `name:alias` or `name@N`; the index turns
 each into an immutable `name@N` (DESIGN.md decision 2). It is refreshed by a
 poller (`watch`) and, for a name it has never seen, read through from the
 store, so a freshly published adapter answers on its first request.
+
+A poll reads the store's change feed (`adapters/changes.py`): one short
+listing, then only the changed names' aliases. A full walk of the store
+runs first, and then every `full_every` seconds (at least ten times as long
+as the last walk took), to catch what the feed cannot report.
 """
 
 import asyncio
@@ -14,11 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from loraplex.adapters import AdapterNotFound, AdapterRef, Store, StoreUnavailable
+from loraplex.adapters.changes import ChangeFeed
 
 logger = logging.getLogger(__name__)
 
 LATEST = "latest"
 READERS = 16  # parallel aliases.json reads when many changed (the first refresh)
+FULL_EVERY = 60.0  # seconds between full walks of the store, at least
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,15 @@ def not_found(ref: AdapterRef) -> AdapterNotFound:
 
 
 class AdapterIndex:
-    def __init__(self, store: Store, *, miss_ttl: float = 1.0) -> None:
+    def __init__(
+        self, store: Store, *, miss_ttl: float = 1.0, full_every: float = FULL_EVERY
+    ) -> None:
         self.store = store
+        self._feed = ChangeFeed(store.backend)
+        self._full_every = full_every
+        self._last_walk = -float("inf")
+        self._walk_seconds = 0.0
+        self.last_refresh_walked = False
         self._aliases: dict[str, dict[str, int]] = {}
         self._known_versions: set[AdapterVersion] = set()
         # A name the store lacked is not re-read for `miss_ttl` seconds, so a
@@ -60,15 +74,18 @@ class AdapterIndex:
     def aliases(self, name: str) -> dict[str, int]:
         return dict(self._aliases.get(name, {}))
 
-    def refresh(self) -> None:
-        """Re-read every name's aliases from the store (blocking I/O)."""
+    def refresh(self, *, walk: bool = False) -> None:
+        """Bring every name's aliases up to date from the store (blocking I/O);
+        `walk` walks the whole store even if no full walk is due."""
+        due = max(self._full_every, 10 * self._walk_seconds)
+        walk = walk or not self._refreshed or time.monotonic() - self._last_walk >= due
         try:
-            stamps = self.store.alias_stamps()
-            fresh = self._read_changed(stamps)
+            fresh = self._walk() if walk else self._follow_feed()
         except StoreUnavailable:
             self.store_reachable = False
             raise
         self.store_reachable = True
+        self.last_refresh_walked = walk
         for name, aliases in fresh.items():
             old = self._aliases.get(name, {})
             self.alias_moves += sum(1 for a, v in aliases.items() if a in old and old[a] != v)
@@ -76,9 +93,35 @@ class AdapterIndex:
                 targets = {v for a, v in aliases.items() if old.get(a) != v}
                 self._moved += [AdapterVersion(name, v) for v in sorted(targets)]
         self._aliases = fresh
-        self._stamps = stamps
         self._misses.clear()
         self._refreshed = True
+
+    def _walk(self) -> dict[str, dict[str, int]]:
+        started = time.monotonic()
+        self._feed.changed_names()  # first: a change during the walk is reported next time
+        stamps = self.store.alias_stamps()
+        fresh = self._read_changed(stamps)
+        self._stamps = stamps
+        self._last_walk = time.monotonic()
+        self._walk_seconds = self._last_walk - started
+        return fresh
+
+    def _follow_feed(self) -> dict[str, dict[str, int]]:
+        changed = sorted(self._feed.changed_names())
+        fresh = dict(self._aliases)
+        for name, aliases in zip(changed, self._read_many(changed), strict=True):
+            self._stamps.pop(name, None)  # the next walk re-reads it
+            if aliases or self.store.list_versions(name):
+                fresh[name] = aliases
+            else:  # its last version was deleted
+                fresh.pop(name, None)
+        return dict(sorted(fresh.items()))
+
+    def _read_many(self, names: list[str]) -> list[dict[str, int]]:
+        if len(names) > 1:  # on S3 each read is a round trip
+            with ThreadPoolExecutor(READERS) as pool:
+                return list(pool.map(self.store.aliases, names))
+        return [self.store.aliases(name) for name in names]
 
     def _read_changed(self, stamps: dict[str, str | None]) -> dict[str, dict[str, int]]:
         """Each name's aliases, read only where aliases.json changed since the
@@ -93,11 +136,7 @@ class AdapterIndex:
                 fresh[name] = self._aliases[name]
             else:
                 changed.append(name)
-        if len(changed) > 1:
-            with ThreadPoolExecutor(READERS) as pool:
-                fresh.update(zip(changed, pool.map(self.store.aliases, changed), strict=True))
-        else:
-            fresh.update((name, self.store.aliases(name)) for name in changed)
+        fresh.update(zip(changed, self._read_many(changed), strict=True))
         return dict(sorted(fresh.items()))
 
     def take_moved(self) -> list[AdapterVersion]:
@@ -160,4 +199,6 @@ async def watch(
             logger.exception("adapter store poll failed")
         # A store so large that a poll takes a while is polled less often, so
         # polling never takes more than a third of a core or of the store's time.
-        await asyncio.sleep(max(interval, 2 * (time.monotonic() - started)))
+        # Full walks are spaced by the index itself.
+        took = 0.0 if index.last_refresh_walked else time.monotonic() - started
+        await asyncio.sleep(max(interval, 2 * took))
