@@ -64,6 +64,7 @@ class Gateway:
                 gateway.adapter_bytes,
                 lambda: index.alias_moves,
                 gateway.adapter_tiers,
+                lambda: index.store_reachable,
             )
         )
         return gateway

@@ -177,8 +177,8 @@ def observe_request_output(metrics: GatewayMetrics, adapter: str, first, last) -
 
 
 class GatewayStateCollector(Collector):
-    """Values read at scrape time: adapters by state, alias moves seen, the
-    device's memory (NVML on a GPU, host RAM on the CPU), this process's
+    """Values read at scrape time: adapters by state, alias moves seen, whether
+    the store answers, the device's memory (NVML on a GPU, host RAM on the CPU), this process's
     resident set, and the adapter weights held per tier."""
 
     def __init__(
@@ -187,8 +187,10 @@ class GatewayStateCollector(Collector):
         adapter_bytes: Callable[[], dict[str, int]],
         alias_moves: Callable[[], int],
         adapter_tiers: Callable[[], dict[str, int]] = dict,
+        store_reachable: Callable[[], bool] = lambda: True,
     ) -> None:
         self._adapter_tiers = adapter_tiers
+        self._store_reachable = store_reachable
         self._adapter_counts = adapter_counts
         self._adapter_bytes = adapter_bytes
         self._alias_moves = alias_moves
@@ -213,6 +215,13 @@ class GatewayStateCollector(Collector):
             "loraplex_alias_moves", "Alias moves the gateway has seen in the store.",
             value=self._alias_moves(),
         )  # fmt: skip
+        reachable = GaugeMetricFamily(
+            "loraplex_store_reachable",
+            "1 if the last poll of the adapter store succeeded, 0 while it fails "
+            "(adapters already cached keep serving).",
+        )
+        reachable.add_metric([], float(self._store_reachable()))
+        yield reachable
         used, total, device = device_memory()
         yield _labelled(
             "loraplex_device_memory_used_bytes", "Device memory in use.", "device", {device: used}

@@ -17,6 +17,7 @@ import pytest
 from loraplex.adapters import open_store
 from tests.fixtures.engine import GatewayProcess, free_port
 from tests.fixtures.models import make_random_lora
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.engine, pytest.mark.s3]
 
@@ -116,7 +117,11 @@ def test_store_outage_keeps_cached_adapters_and_recovers(s3_gateway):
     assert chat(gateway, "cached").status_code == 200  # now in the local cache
     relay.off()
     try:
-        time.sleep(1.5)  # a poll or two fails meanwhile
+        eventually(
+            lambda: "loraplex_store_reachable 0.0" in httpx.get(f"{gateway.base_url}/metrics").text,
+            within=15,
+            what="the gateway's poll notices the outage",
+        )
         assert chat(gateway, "cached").status_code == 200
         outage = chat(gateway, "uncached")
         assert outage.status_code == 503
