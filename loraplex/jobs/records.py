@@ -93,6 +93,7 @@ class JobRecord(_Record):
     estimated_finish: int | None = None
     # loraplex's own
     tenant: str
+    requested: Hyperparameters | None = None  # as asked: `hyperparameters` shows them resolved
     queued_at: float | None = None
     started_at: float | None = None  # of the first attempt
     attempt: int = 0  # claims so far

@@ -201,6 +201,7 @@ class FineTuningAPI:
         elif not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**31:
             raise InvalidRequest("seed must be an integer from 0 to 2147483647", param="seed")
         job_id = names.new_id("ftjob")
+        hyperparameters = _hyperparameters(request)
         return JobRecord(
             id=job_id,
             model=self.base_name,
@@ -211,7 +212,8 @@ class FineTuningAPI:
             seed=seed,
             metadata=_metadata(request.get("metadata")),
             user_provided_suffix=suffix,
-            hyperparameters=_hyperparameters(request),
+            hyperparameters=hyperparameters,
+            requested=hyperparameters,
             file_sha256={f.id: f.sha256 for f in (training, validation) if f is not None},
         )
 

@@ -10,26 +10,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-from loraplex.jobs.records import JobRecord
+from loraplex.jobs.records import Hyperparameters, JobRecord
 from loraplex.worker.settings import WorkerSettings
 
 BASE_LEARNING_RATE = 2e-4  # the trainer's default: `learning_rate_multiplier` scales it
 DEFAULT_EPOCHS = 3  # the trainer's default, what `n_epochs: auto` resolves to
 
 
+def requested(job: JobRecord) -> Hyperparameters:
+    """As the client asked: a resumed run must resolve `auto` again, the same way."""
+    return job.requested or job.hyperparameters
+
+
 def resolved_epochs(job: JobRecord) -> int:
-    n = job.hyperparameters.n_epochs
+    n = requested(job).n_epochs
     return DEFAULT_EPOCHS if n == "auto" else int(n)
 
 
 def resolved_multiplier(job: JobRecord) -> float:
-    m = job.hyperparameters.learning_rate_multiplier
+    m = requested(job).learning_rate_multiplier
     return 1.0 if m == "auto" else float(m)
 
 
 def train_command(job: JobRecord, settings: WorkerSettings, resume: bool) -> list[str]:
     """Relative paths only: a run resumed on another worker must have the same settings."""
-    batch = job.hyperparameters.batch_size
+    batch = requested(job).batch_size
     command = [
         sys.executable, "-m", "loraplex.cli", "train",
         "--base-model", str(settings.base_model),
