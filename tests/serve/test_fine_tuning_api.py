@@ -27,6 +27,7 @@ from tests.jobs.conftest import chat_lines
 from tests.waiting import eventually
 from tests.worker.conftest import TINY_TRAINER_ARGS
 
+pytestmark = pytest.mark.engine
 KEYS = {"key-a": ("alice", "inference", "team-a"), "key-b": ("bob", "inference", "team-b"),
         "key-admin": ("ops", "admin", None)}  # fmt: skip
 LEASE_SECONDS = 4
