@@ -104,6 +104,26 @@ def heartbeat(store: JobStore, job_id: str, worker: str, lease_seconds: float) -
     return store.update_job(job_id, renew)
 
 
+def release(store: JobStore, job_id: str, worker: str) -> JobRecord:
+    """A worker that stops (SIGTERM, a scale-down) gives its running job back to the
+    queue at once, instead of leaving it to wait for the lease to expire."""
+    mark(store, QUEUED, job_id)
+
+    def give_back(job: JobRecord) -> JobRecord | None:
+        if not owns(job, worker) or job.publishing:
+            return None
+        job.status, job.lease, job.queued_at = "queued", None, time.time()
+        return job
+
+    job = store.update_job(job_id, give_back)
+    if job.status == "queued":
+        store.add_event(
+            job_id, f"Worker {worker} stopped; the job is queued again and resumes from its "
+            "last checkpoint", level="warn",
+        )  # fmt: skip
+    return job
+
+
 def owns(job: JobRecord, worker: str) -> bool:
     return job.status == "running" and job.lease is not None and job.lease.worker == worker
 

@@ -67,7 +67,7 @@ class FineTuningAPI:
                 f"file is {len(content)} bytes; the limit is {self.limits.max_upload_bytes}",
                 param="file",
             )
-        mine = [f for f in self.store.files() if f.tenant == caller.tenant]
+        mine = [f for f in self.store.files() if f.tenant == caller.tenant and f.purpose == purpose]
         if len(mine) >= self.limits.max_files_per_tenant:
             raise LimitReached(
                 f"tenant '{caller.tenant}' has {len(mine)} files, the limit; delete some first",

@@ -34,6 +34,10 @@ class JobStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.url = backend.url
+        # Events and checkpoints never change once written: each is read once per
+        # process, and the next event number is remembered, not listed per write.
+        self._read_once: dict[str, bytes] = {}
+        self._next_seq: dict[str, int] = {}
 
     # -- files -----------------------------------------------------------------
 
@@ -125,37 +129,42 @@ class JobStore:
         data: dict | None = None,
     ) -> EventRecord:  # fmt: skip
         folder = f"{JOBS}/{_segment(job_id)}/events"
-        seq = len(self.backend.children(folder)) + 1
+        seq = self._next_seq.get(job_id) or len(self.backend.children(folder)) + 1
         while True:  # a racing writer took `seq`: take the next one
             event = EventRecord(
                 id=f"ftevent-{job_id.removeprefix('ftjob-')}-{seq:08d}",
                 message=message, level=level, type=type, data=data,
             )  # fmt: skip
             if self.backend.create(f"{folder}/{seq:08d}.json", event.model_dump_json().encode()):
+                self._next_seq[job_id] = seq + 1
                 return event
             seq += 1
 
     def events(self, job_id: str) -> list[EventRecord]:
         """Oldest first."""
         folder = f"{JOBS}/{_segment(job_id)}/events"
+        return [EventRecord.model_validate_json(d) for d in self._read_all(folder)]
+
+    def _read_all(self, folder: str) -> list[bytes]:
+        """Every object under `folder`, in key order; each read from the store once."""
         found = []
         for key in self.backend.walk(folder):
-            if (data := self.backend.read(f"{folder}/{key}")) is not None:
-                found.append(EventRecord.model_validate_json(data))
+            path = f"{folder}/{key}"
+            data = self._read_once.get(path)
+            if data is None and (data := self.backend.read(path)) is not None:
+                self._read_once[path] = data
+            if data is not None:
+                found.append(data)
         return found
 
     def add_checkpoint(self, record: CheckpointRecord) -> None:
         key = f"{JOBS}/{record.fine_tuning_job_id}/checkpoints/{record.step_number:08d}.json"
-        self.backend.write(key, record.model_dump_json().encode())
+        self.backend.create(key, record.model_dump_json().encode())  # a resumed run: kept
 
     def checkpoints(self, job_id: str) -> list[CheckpointRecord]:
         """Oldest first."""
         folder = f"{JOBS}/{_segment(job_id)}/checkpoints"
-        return [
-            CheckpointRecord.model_validate_json(data)
-            for key in self.backend.walk(folder)
-            if (data := self.backend.read(f"{folder}/{key}")) is not None
-        ]
+        return [CheckpointRecord.model_validate_json(d) for d in self._read_all(folder)]
 
 
 def _segment(text: str) -> str:

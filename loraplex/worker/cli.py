@@ -27,20 +27,27 @@ def worker(
     """Claim queued fine-tuning jobs one at a time and train them (OpenAI's fine-tuning API)."""
     import logging
 
+    from loraplex.adapters.errors import AdapterError
+    from loraplex.base_models.errors import BaseModelUnavailable
     from loraplex.base_models.registry import resolve_base_model
     from loraplex.worker.settings import WorkerSettings
     from loraplex.worker.worker import run_worker
 
     logging.basicConfig(format="(loraplex worker) %(levelname)s %(asctime)s %(message)s")
     logging.getLogger("loraplex.worker").setLevel(logging.INFO)
-    settings = WorkerSettings(
-        store=store, base_model=Path(resolve_base_model(base_model)), workdir=workdir,
-        method=method, lease_seconds=lease_seconds, poll_seconds=poll_seconds,
-        max_attempts=max_attempts, checkpoint_every=checkpoint_every,
-        min_examples=min_examples, max_rank=max_rank, nproc_per_node=nproc_per_node,
-        trainer_args=list(trainer_arg or []),
-    )  # fmt: skip
-    run_worker(settings, once=once)
+    try:
+        base = Path(resolve_base_model(base_model))
+        settings = WorkerSettings(
+            store=store, base_model=base, workdir=workdir,
+            method=method, lease_seconds=lease_seconds, poll_seconds=poll_seconds,
+            max_attempts=max_attempts, checkpoint_every=checkpoint_every,
+            min_examples=min_examples, max_rank=max_rank, nproc_per_node=nproc_per_node,
+            trainer_args=list(trainer_arg or []),
+        )  # fmt: skip
+        run_worker(settings, once=once)
+    except (AdapterError, BaseModelUnavailable) as exc:  # a bad store or base model
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from loraplex.adapters import AdapterError, Store
+from loraplex.adapters import AdapterError, Store, StoreUnavailable
 from loraplex.jobs import JobStore, names, queue
 from loraplex.jobs.records import CheckpointRecord, JobError, JobRecord
 from loraplex.jobs.store import JOBS
@@ -34,6 +34,7 @@ class JobRun:
         self.metrics: list[dict] = []
         self.kept: dict[int, Path] = {}  # step → a copy of that checkpoint's LoRA weights
         self.uploaded_step = 0
+        self.plan_steps: int | None = None
 
     @property
     def fine_tuned_model(self) -> str:
@@ -52,16 +53,21 @@ class JobRun:
         try:
             while process.poll() is None:
                 time.sleep(0.2)
-                self.follow(tail)
-                if time.monotonic() - last_beat >= beat_every:
-                    last_beat = time.monotonic()
+                try:
+                    self.follow(tail)
+                    if time.monotonic() - last_beat < beat_every:
+                        continue
                     current = queue.heartbeat(
                         self.jobs, self.job.id, self.settings.worker_id, self.settings.lease_seconds
                     )
-                    if not queue.owns(current, self.settings.worker_id):
-                        log.info("job %s is %s: stopping its trainer", self.job.id, current.status)
-                        child.stop(process)
-                        return current
+                    last_beat = time.monotonic()
+                except StoreUnavailable as exc:  # keep training; a lasting outage ends the lease
+                    log.warning("job %s: the store did not answer: %s", self.job.id, exc)
+                    continue
+                if not queue.owns(current, self.settings.worker_id):
+                    log.info("job %s is %s: stopping its trainer", self.job.id, current.status)
+                    child.stop(process)
+                    return current
         finally:
             child.stop(process)
         self.follow(tail)
@@ -96,8 +102,6 @@ class JobRun:
                     type="metrics", data={**line, "total_steps": total},
                 )  # fmt: skip
         self.upload_new_checkpoint()
-
-    plan_steps: int | None = None
 
     def note_plan(self, start: dict) -> None:
         """The trainer's resolved plan: `auto` hyperparameters become the values it uses."""
@@ -211,7 +215,7 @@ class JobRun:
                 self.jobs, job.id, JobError(code="publish_failed", message=str(exc)),
                 expect_worker=me,
             )  # fmt: skip
-        results = results_csv(self.metrics or _metrics_from_record(record))
+        results = results_csv(_all_steps(record, self.metrics))
         result = results_file(job, results)
         self.jobs.add_file(result, results)
         for step, ref in versions.items():
@@ -232,8 +236,12 @@ class JobRun:
         return job
 
 
-def _metrics_from_record(record: dict) -> list[dict]:
+def _all_steps(record: dict, seen: list[dict]) -> list[dict]:
+    """Every step's metrics: as this attempt saw them, or (steps an earlier, lost
+    attempt ran) the loss from the training record, which a resume carries over."""
+    by_step = {m["step"]: m for m in seen}
+    blank = {"learning_rate": "", "tokens": ""}
     return [
-        {"step": i, "train_loss": loss, "learning_rate": "", "tokens": ""}
+        by_step.get(i) or {"step": i, "train_loss": loss, **blank}
         for i, loss in enumerate(record.get("losses", []), start=1)
     ]

@@ -9,9 +9,10 @@
 """
 
 import logging
+import signal
 import threading
 
-from loraplex.adapters import Store, open_store
+from loraplex.adapters import Store, StoreUnavailable, open_store
 from loraplex.jobs import JobStore, NotFound, queue
 from loraplex.jobs.records import JobError
 from loraplex.worker.run import JobRun
@@ -33,7 +34,12 @@ class Worker:
         admitting = threading.Thread(target=self._admit_forever, daemon=True, name="admit")
         admitting.start()
         while not self.stopping.is_set():
-            if not self.work_once():
+            try:
+                worked = self.work_once()
+            except StoreUnavailable as exc:  # keep trying: the store comes back
+                log.warning("the store did not answer: %s", exc)
+                worked = False
+            if not worked:
                 self.stopping.wait(self.settings.poll_seconds)
 
     def _admit_forever(self) -> None:
@@ -93,6 +99,9 @@ class Worker:
         self.jobs.add_event(job.id, f"Fine-tuning job claimed by worker {self.settings.worker_id}")
         try:
             done = JobRun(self.jobs, self.adapters, self.settings, job).execute()
+        except KeyboardInterrupt:  # SIGTERM or ^C: the trainer is stopped; give the job back
+            queue.release(self.jobs, job.id, self.settings.worker_id)
+            raise
         except Exception as exc:  # a worker bug or a store outage: the job fails, loudly
             log.exception("job %s failed in the worker", job.id)
             done = queue.fail(
@@ -104,7 +113,12 @@ class Worker:
         return True
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_worker(settings: WorkerSettings, once: bool = False) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # a pod stopping: stop the trainer, release
     worker = Worker(settings)
     if once:  # tests and scripts: admit what is there, run what is queued, return
         worker.admit()

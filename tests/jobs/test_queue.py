@@ -74,3 +74,14 @@ def test_heartbeat_keeps_a_lease_and_tells_a_cancel(job_store: JobStore):
     api.cancel(ME, job_id)
     beat = queue.heartbeat(job_store, job_id, "w", 0.6)
     assert beat.status == "cancelled" and not queue.owns(beat, "w")
+
+
+def test_a_stopping_worker_gives_its_job_back_at_once(job_store: JobStore):
+    api = FineTuningAPI(job_store, "tiny")
+    (job_id,) = queued_jobs(api, job_store, 1)
+    queue.claim(job_store, "stopping", lease_seconds=60)
+    assert queue.release(job_store, job_id, "someone-else").status == "running"
+    released = queue.release(job_store, job_id, "stopping")
+    assert released.status == "queued" and released.lease is None
+    again = queue.claim(job_store, "next", lease_seconds=60)
+    assert again.job.id == job_id and again.resumed
