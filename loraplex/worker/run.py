@@ -48,28 +48,12 @@ class JobRun:
         log.info("job %s: %s", self.job.id, " ".join(command))
         process = child.start(command, self.dir)
         tail = child.MetricsTail(self.run_dir / "metrics.jsonl")
-        beat_every = self.settings.lease_seconds / 4
-        last_beat = time.monotonic()
         try:
-            while process.poll() is None:
-                time.sleep(0.2)
-                try:
-                    self.follow(tail)
-                    if time.monotonic() - last_beat < beat_every:
-                        continue
-                    current = queue.heartbeat(
-                        self.jobs, self.job.id, self.settings.worker_id, self.settings.lease_seconds
-                    )
-                    last_beat = time.monotonic()
-                except StoreUnavailable as exc:  # keep training; a lasting outage ends the lease
-                    log.warning("job %s: the store did not answer: %s", self.job.id, exc)
-                    continue
-                if not queue.owns(current, self.settings.worker_id):
-                    log.info("job %s is %s: stopping its trainer", self.job.id, current.status)
-                    child.stop(process)
-                    return current
+            taken = self.watch(process, tail)
         finally:
             child.stop(process)
+        if taken is not None:
+            return taken  # cancelled, or no longer this worker's: nothing more to do
         self.follow(tail)
         if process.returncode != 0:
             message = child.failure_message(self.dir)
@@ -79,6 +63,30 @@ class JobRun:
                 expect_worker=self.settings.worker_id,
             )  # fmt: skip
         return self.finish()
+
+    def watch(self, process, tail: child.MetricsTail) -> JobRecord | None:
+        """Follow the trainer and heartbeat until it exits (None), or until the job is
+        no longer this worker's (cancelled, taken back): then stop it, return the job."""
+        beat_every = self.settings.lease_seconds / 4
+        last_beat = time.monotonic()
+        while process.poll() is None:
+            time.sleep(0.2)
+            try:
+                self.follow(tail)
+                if time.monotonic() - last_beat < beat_every:
+                    continue
+                current = queue.heartbeat(
+                    self.jobs, self.job.id, self.settings.worker_id, self.settings.lease_seconds
+                )
+                last_beat = time.monotonic()
+            except StoreUnavailable as exc:  # keep training; a lasting outage ends the lease
+                log.warning("job %s: the store did not answer: %s", self.job.id, exc)
+                continue
+            if not queue.owns(current, self.settings.worker_id):
+                log.info("job %s is %s: stopping its trainer", self.job.id, current.status)
+                child.stop(process)
+                return current
+        return None
 
     def prepare(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -11,12 +11,14 @@ resumes from its checkpoint on another worker.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -220,4 +222,14 @@ def test_fine_tuning_with_the_openai_sdk(fine_tuning, tiny_model_dir):
         if e.type == "metrics"
     ]
     assert max(steps) == 36 and len(set(steps)) == 36  # every step reported, none lost
+    succeeded = re.compile(r'^loraplex_fine_tuning_jobs\{status="succeeded"\} 2\.0$', re.M)
+
+    def job_metrics() -> str | None:  # the store-wide job figures, refreshed every second
+        text = httpx.get(f"{gateway.base_url}/metrics").text
+        return text if succeeded.search(text) else None
+
+    metrics = eventually(job_metrics, 10, "the job metrics")
+    assert re.search(r'^loraplex_fine_tuning_jobs\{status="cancelled"\} 1\.0$', metrics, re.M)
+    assert "loraplex_fine_tuning_jobs_queued 0.0" in metrics
+    assert re.search(r"^loraplex_fine_tuning_trained_tokens_total [1-9]", metrics, re.M)
     print({k: round(v, 1) for k, v in timings.items()})
