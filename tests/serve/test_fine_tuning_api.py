@@ -107,6 +107,9 @@ def test_fine_tuning_with_the_openai_sdk(fine_tuning, tiny_model_dir):
     assert "bad.jsonl:5:" in bad.status_details
     with pytest.raises(openai.BadRequestError, match=r"bad\.jsonl:3"):
         a.fine_tuning.jobs.create(model=BASE_NAME, training_file=bad.id)
+    assert a.files.delete(bad.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        a.files.retrieve(bad.id)
 
     # A good file, a job, polled to the end.
     started = time.monotonic()
@@ -115,6 +118,10 @@ def test_fine_tuning_with_the_openai_sdk(fine_tuning, tiny_model_dir):
     assert upload.status == "processed"
     timings["file processed"] = time.monotonic() - started
     assert a.files.content(upload.id).read() == chat_lines(12)
+    spare = a.files.create(file=("spare.jsonl", chat_lines(12)), purpose="fine-tune")
+    page = a.files.list(limit=1)
+    assert [f.id for f in page.data] == [spare.id] and page.has_more
+    assert [f.id for f in a.files.list(limit=1, after=spare.id).data] == [upload.id]
     method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}}
     job = a.fine_tuning.jobs.create(
         model=BASE_NAME, training_file=upload.id, suffix="pirate", method=method,
