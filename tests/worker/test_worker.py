@@ -67,3 +67,21 @@ def test_a_bad_file_errors_with_line_numbers_and_fails_its_job(worker_settings):
     assert failed.status == "failed" and failed.error.code == "invalid_training_file"
     assert "bad.jsonl:3" in failed.error.message
     assert api.job(ME, few.id).error.code == "invalid_n_examples"
+
+
+def test_a_job_trains_on_two_ranks_with_torchrun(worker_settings):
+    """`--nproc-per-node 2`: the trainer hands over to torchrun (gloo on CPU, one
+    process per GPU on CUDA); the worker follows rank 0's metrics as for one."""
+    worker_settings.nproc_per_node = 2
+    adapters = open_store(worker_settings.store)
+    api = FineTuningAPI(JobStore(adapters.backend), "tiny")
+    upload = api.upload(ME, "train.jsonl", "fine-tune", chat_lines(12))
+    one_epoch = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}}
+    job = api.create_job(ME, {"model": "tiny", "training_file": upload.id, "method": one_epoch})
+    worker = Worker(worker_settings)
+    worker.admit()
+    assert worker.work_once()
+    done = api.job(ME, job.id)
+    assert done.status == "succeeded", done.error
+    assert adapters.resolve(done.adapter).training["distributed"]["world_size"] == 2
+    assert any(e.type == "metrics" for e in api.events(ME, job.id))
