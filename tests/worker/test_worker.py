@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from loraplex.adapters import open_store
 from loraplex.jobs import Caller, FineTuningAPI, JobStore
 from loraplex.worker.worker import Worker
@@ -69,6 +71,7 @@ def test_a_bad_file_errors_with_line_numbers_and_fails_its_job(worker_settings):
     assert api.job(ME, few.id).error.code == "invalid_n_examples"
 
 
+@pytest.mark.slow
 def test_a_job_trains_on_two_ranks_with_torchrun(worker_settings):
     """`--nproc-per-node 2`: the trainer hands over to torchrun (gloo on CPU, one
     process per GPU on CUDA); the worker follows rank 0's metrics as for one."""
