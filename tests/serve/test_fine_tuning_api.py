@@ -196,6 +196,13 @@ def test_fine_tuning_with_the_openai_sdk(fine_tuning, tiny_model_dir):
         lambda: any(e.type == "metrics" for e in a.fine_tuning.jobs.list_events(doomed.id)),
         120, "the job to train", every=0.5,
     )  # fmt: skip
+    # Validation never waits behind a running job: a file uploaded now is processed at once.
+    during = time.monotonic()
+    late = a.files.create(file=("late.jsonl", chat_lines(12)), purpose="fine-tune")
+    late = a.files.wait_for_processing(late.id, poll_interval=0.2, max_wait_seconds=10)
+    assert late.status == "processed"
+    timings["file processed while a job trains"] = time.monotonic() - during
+    assert a.fine_tuning.jobs.retrieve(doomed.id).status == "running"
     assert a.fine_tuning.jobs.cancel(doomed.id).status == "cancelled"
     cancelled_at = time.monotonic()
     log = workdir / "worker-1" / "worker.log"
