@@ -2,7 +2,10 @@
 
 `name` alone means `name:latest`. Names and aliases are lower-case, start
 with a letter or digit and hold only `a-z 0-9 . _ -`, at most 63 characters:
-safe as a path segment, an S3 key part and a Prometheus label value.
+safe as a path segment, an S3 key part and a Prometheus label value. The
+name `ft` is reserved: a model starting with `ft:` is a fine-tuned model id
+of the fine-tuning API (loraplex/jobs/names.py), so it never reads as
+`name:alias`.
 """
 
 import re
@@ -16,9 +19,17 @@ VERSION_PATTERN = re.compile(r"[0-9]+")
 LATEST = "latest"
 
 
+RESERVED = "ft"  # `ft:...` is a fine-tuned model id (loraplex/jobs/names.py), never name:alias
+
+
 def check_name(name: str, what: str = "adapter name") -> str:
     if not name:
         raise InvalidReference(f"{what} is empty")
+    if name == RESERVED and what == "adapter name":
+        raise InvalidReference(
+            f"adapter name '{RESERVED}' is reserved: a model starting with 'ft:' is a "
+            "fine-tuned model id"
+        )
     if NAME_PATTERN.fullmatch(name) and ".." not in name:
         return name
     if name != name.lower():

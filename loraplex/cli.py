@@ -47,6 +47,12 @@ try:
     register_estimate_commands(app)
 except ImportError:  # pragma: no cover - transitional
     pass
+try:
+    from loraplex.worker.cli import register as register_worker_commands
+
+    register_worker_commands(app)
+except ImportError:  # pragma: no cover - transitional
+    pass
 
 
 if __name__ == "__main__":

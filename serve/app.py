@@ -16,8 +16,11 @@ from starlette.middleware import Middleware
 
 from loraplex import __version__
 from loraplex.serve.auth import AuthMiddleware, KeyRing, load_keys
+from loraplex.serve.embedded_worker import EmbeddedWorker
 from loraplex.serve.engine_args import parse_vllm_args, size_lora_slots, vllm_argv
 from loraplex.serve.estimate_log import log_serving_estimate
+from loraplex.serve.fine_tuned import watch_jobs
+from loraplex.serve.fine_tuning import router as fine_tuning_routes
 from loraplex.serve.gateway import Gateway, refresh_in_background
 from loraplex.serve.index import watch
 from loraplex.serve.instrument import RequestMetricsMiddleware, instrument_engine
@@ -77,6 +80,7 @@ def extend_app(app: FastAPI, gateway: Gateway, keyring: KeyRing) -> None:
         r for r in app.router.routes if getattr(r, "path", None) not in _REMOVED_ROUTES
     ]
     app.include_router(loraplex_routes)
+    app.include_router(fine_tuning_routes)
     limits = RequestLimits(settings.max_body_bytes, settings.max_tokens_cap, settings.max_n)
     # Outermost first: metrics see every answer, auth guards everything after
     # it, back-pressure counts per key, routing rewrites `model`; all run
@@ -156,7 +160,8 @@ async def run(settings: ServeSettings, args: Namespace, slots: SlotPlan | None =
         gateway.metrics.lora_slot_bytes.set(slots.slot_bytes or 0)
     await refresh_in_background(gateway)
     listen_address, sock = setup_server(args, reuse_port=False)
-    async with build_async_engine_client(args) as engine_client:
+    worker = EmbeddedWorker.for_gateway(settings, gateway.store.url)
+    async with build_async_engine_client(args) as engine_client, worker:
         install_resolver(StoreLoRAResolver(gateway.loader))
         instrument_engine(engine_client, gateway.metrics)
         shutdown_requested = note_shutdown_requests(engine_client)
@@ -173,6 +178,7 @@ async def run(settings: ServeSettings, args: Namespace, slots: SlotPlan | None =
                 watch(gateway.index, interval, lambda moved: gateway.prefetch(app.state, moved))
             ),
             asyncio.create_task(gateway.track_engine(app.state, interval=2.0)),
+            asyncio.create_task(watch_jobs(gateway.job_watch, max(interval, 1.0))),
         ]
         logger.info("loraplex gateway on %s (store %s)", listen_address, gateway.store.url)
         shutdown_task = await serve_http(

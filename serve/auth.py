@@ -11,6 +11,8 @@ Contract:
 - Tenants: `adapters` is a list of name patterns (`team-a-*`); a request for an
   adapter outside them gets exactly what a missing adapter gets (404), and
   `/v1/models` lists only what the key may use. `["*"]` (the default) is all.
+  `tenant` (default: the key's name) owns the key's fine-tuning files, jobs
+  and fine-tuned models: another tenant's are a 404; an admin key sees all.
 - `/health` is always open; `/metrics` is open unless `metrics_require_key`.
 - Keys are compared in constant time against every configured hash.
 """
@@ -38,6 +40,12 @@ class ApiKey(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     role: Literal["inference", "admin"] = "inference"
     adapters: list[str] = Field(default_factory=lambda: ["*"])
+    tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+
+    @property
+    def owner(self) -> str:
+        """The tenant whose fine-tuning files, jobs and models this key uses."""
+        return self.tenant or self.name
 
     def may_use(self, adapter_name: str) -> bool:
         return any(fnmatchcase(adapter_name, pattern) for pattern in self.adapters)

@@ -44,6 +44,18 @@ def serve(
     max_concurrent_per_key: int = typer.Option(None, help="Running requests per key (64)."),
     max_queued_requests: int = typer.Option(None, help="Engine requests before 503 (1024)."),
     drain_seconds: int = typer.Option(None, help="SIGTERM grace for running requests (30)."),
+    embedded_worker: bool = typer.Option(
+        None,
+        "--embedded-worker/--no-embedded-worker",
+        help="Run a fine-tuning worker as a child (default: on with a local store).",
+    ),
+    worker_arg: list[str] = typer.Option(
+        None, "--worker-arg", metavar="ARG", help="Extra `loraplex worker` argument (repeatable)."
+    ),
+    max_upload_bytes: int = typer.Option(None, help="Largest /v1/files upload (512 MiB)."),
+    max_files_per_tenant: int = typer.Option(None, help="Files one tenant may keep (100)."),
+    max_queued_jobs_per_tenant: int = typer.Option(None, help="Waiting jobs per tenant (5)."),
+    default_tenant: str = typer.Option(None, help="Tenant when no API keys are set (default)."),
 ) -> None:
     """Serve the base model and every adapter of the store on one OpenAI endpoint.
 
@@ -57,6 +69,8 @@ def serve(
     from loraplex.serve.settings import ServeSettings
 
     flags = {k: v for k, v in ctx.params.items() if v not in (None, [])}
+    if "worker_arg" in flags:
+        flags["worker_args"] = flags.pop("worker_arg")
     try:
         settings = ServeSettings(**flags)
         settings.base_model = str(resolve_base_model(settings.base_model))

@@ -29,9 +29,21 @@ _STATUS: list[tuple[type[AdapterError], HTTPStatus, str]] = [
 
 
 def error_response(
-    message: str, status: HTTPStatus, err_type: str, param: str | None = None
+    message: str,
+    status: HTTPStatus,
+    err_type: str,
+    param: str | None = None,
+    code: str | int | None = None,
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": err_type, "param": param, "code": status.value}}
+    """`code`: OpenAI's code where one fits (`invalid_training_file`), else the status."""
+    body = {
+        "error": {
+            "message": message,
+            "type": err_type,
+            "param": param,
+            "code": code or status.value,
+        }
+    }
     return JSONResponse(body, status_code=status.value)
 
 

@@ -17,7 +17,9 @@ from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.lora.request import LoRARequest
 
 from loraplex.adapters import AdapterNotServable, Store, fingerprint_base_model, open_store
+from loraplex.jobs import FineTuningAPI, JobStore, Limits
 from loraplex.serve.auth import request_key
+from loraplex.serve.fine_tuned import JobMetricsCollector, JobWatch
 from loraplex.serve.index import AdapterIndex, AdapterVersion
 from loraplex.serve.loader import AdapterLoader
 from loraplex.serve.metrics import GatewayMetrics, GatewayStateCollector
@@ -36,6 +38,8 @@ class Gateway:
     loader: AdapterLoader
     router: AdapterRouter
     metrics: GatewayMetrics
+    fine_tuning: FineTuningAPI
+    job_watch: JobWatch
     # `name@N` of the versions loaded in the engine, refreshed by `track_engine`.
     in_engine: set[str] = field(default_factory=set)
     model_cards: ModelCards = field(init=False)
@@ -56,8 +60,17 @@ class Gateway:
         store_key = hashlib.sha256(store.url.encode()).hexdigest()[:12]
         loader = AdapterLoader(store, settings.cache_dir / store_key, base.fingerprint, metrics)
         index = AdapterIndex(store)
-        router = AdapterRouter(settings.base_name(), index, loader, metrics.labels)
-        gateway = cls(settings, store, index, loader, router, metrics)
+        jobs = JobStore(store.backend)
+        job_watch = JobWatch(jobs)
+        router = AdapterRouter(settings.base_name(), index, loader, metrics.labels, job_watch)
+        limits = Limits(
+            settings.max_upload_bytes,
+            settings.max_files_per_tenant,
+            settings.max_queued_jobs_per_tenant,
+        )
+        fine_tuning = FineTuningAPI(jobs, settings.base_name(), limits)
+        gateway = cls(settings, store, index, loader, router, metrics, fine_tuning, job_watch)
+        registry.register(JobMetricsCollector(job_watch))
         registry.register(
             GatewayStateCollector(
                 gateway.adapter_counts,

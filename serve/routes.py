@@ -1,8 +1,9 @@
 """loraplex's own HTTP routes: the model list and adapter administration.
 
 `GET /v1/models` replaces vLLM's (which lists only adapters already loaded,
-with their local paths): it lists the base and every adapter in the store,
-each with `parent` = the base, and no filesystem path. The admin routes
+with their local paths): it lists the base, every adapter in the store and
+every fine-tuned model (`ft:…`) the key may use, each with `parent` = the
+base, and no filesystem path. The admin routes
 show, load (and pin), unload and refresh adapters of the store; vLLM's own
 `/v1/load_lora_adapter` routes, which load from any path, are removed.
 """
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from vllm.entrypoints.serve.engine.protocol import ModelCard, ModelPermission
 
 from loraplex.adapters import AdapterError, AdapterRef
+from loraplex.serve.auth import request_key
 from loraplex.serve.errors import adapter_error_response
 from loraplex.serve.index import AdapterVersion
 
@@ -38,8 +40,13 @@ async def list_models(request: Request) -> JSONResponse:
         permission=[ModelPermission()],
     )  # fmt: skip
     names = gateway.visible_names(request)
-    gateway.model_cards.forget_missing(set(gateway.index.names()))
-    data = [base_card.model_dump(), *gateway.model_cards.adapters(names)]
+    fine_tuned = gateway.job_watch.models(request_key(request.scope))
+    gateway.model_cards.forget_missing(set(gateway.index.names()) | set(fine_tuned))
+    data = [
+        base_card.model_dump(),
+        *gateway.model_cards.adapters(names),
+        *gateway.model_cards.adapters(fine_tuned),
+    ]
     return JSONResponse({"object": "list", "data": data})
 
 

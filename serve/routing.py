@@ -24,8 +24,10 @@ from loraplex.adapters import (
     InvalidReference,
     StoreUnavailable,
 )
+from loraplex.jobs.names import is_fine_tuned
 from loraplex.serve.auth import request_key
 from loraplex.serve.errors import adapter_error_response, error_response
+from loraplex.serve.fine_tuned import JobWatch
 from loraplex.serve.index import AdapterIndex, AdapterVersion, not_found
 from loraplex.serve.instrument import ADAPTER_LABEL_KEY
 from loraplex.serve.limits import RequestLimits, RequestTooLarge, too_large
@@ -33,6 +35,9 @@ from loraplex.serve.loader import AdapterLoader
 from loraplex.serve.metrics import BASE, UNKNOWN, AdapterLabels
 
 ADAPTER_HEADER = b"x-loraplex-adapter"
+# Routes whose bodies are not inference requests (uploads can be far larger
+# than a request): routing neither reads nor rewrites them.
+NOT_ROUTED = ("/v1/files", "/v1/fine_tuning")
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -43,17 +48,29 @@ class AdapterRouter:
     """Turns a request's `model` into the adapter version that will answer it."""
 
     def __init__(
-        self, base_name: str, index: AdapterIndex, loader: AdapterLoader, labels: AdapterLabels
+        self,
+        base_name: str,
+        index: AdapterIndex,
+        loader: AdapterLoader,
+        labels: AdapterLabels,
+        fine_tuned: JobWatch | None = None,
     ) -> None:
         self.base_name = base_name
         self.index = index
         self.loader = loader
         self.labels = labels
+        self.fine_tuned = fine_tuned
 
     def is_base(self, model: str | None) -> bool:
         return not model or model == self.base_name
 
     async def route(self, model: str, key=None) -> AdapterVersion:
+        if is_fine_tuned(model) and self.fine_tuned is not None:
+            # `ft:…` is a fine-tuned model id, never name:alias (jobs/names.py);
+            # its job's tenant decides who may use it, not the key's patterns.
+            adapter = await asyncio.to_thread(self.fine_tuned.resolve, model, key)
+            await self.loader.ensure_local(adapter)
+            return adapter
         ref = AdapterRef.parse(model)
         if key is not None and not key.may_use(ref.name):
             raise not_found(ref)  # a tenant cannot tell others' adapters from missing ones
@@ -69,7 +86,11 @@ class RoutingMiddleware:
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"].startswith(NOT_ROUTED)
+        ):
             return await self.app(scope, receive, send)
         state = scope.setdefault("state", {})
         try:
@@ -97,7 +118,9 @@ class RoutingMiddleware:
         await self.app(scope, replay(body, receive), _tag_response(send, adapter.lora_name))
 
     def _error_label(self, model: str, exc: AdapterError) -> str:
-        if isinstance(exc, (InvalidReference, AdapterNotFound, StoreUnavailable)):
+        if is_fine_tuned(model) or isinstance(
+            exc, (InvalidReference, AdapterNotFound, StoreUnavailable)
+        ):
             return UNKNOWN  # a client-chosen string never becomes a label value
         return self.router.labels.for_adapter(AdapterRef.parse(model).name)
 

@@ -88,6 +88,27 @@ class ServeSettings(BaseSettings):
     drain_seconds: int = Field(
         default=30, ge=0, description="On SIGTERM, time running requests get to finish."
     )
+    # Fine-tuning API (serve/fine_tuning.py)
+    embedded_worker: bool | None = Field(
+        default=None,
+        description="Run one fine-tuning worker as a child process (default: on with a local "
+        "store, off with S3, where worker Deployments run jobs).",
+    )
+    worker_args: list[str] = Field(
+        default_factory=list, description="Extra `loraplex worker` arguments for that worker."
+    )
+    max_upload_bytes: int = Field(
+        default=512 * 1024 * 1024, gt=0, description="Largest file upload (/v1/files)."
+    )
+    max_files_per_tenant: int = Field(default=100, ge=1, description="Files one tenant may keep.")
+    max_queued_jobs_per_tenant: int = Field(
+        default=5, ge=1, description="Fine-tuning jobs one tenant may have waiting (429 past it)."
+    )
+    default_tenant: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Tenant of every request when no API keys are configured.",
+    )
 
     @field_validator("max_lora_rank")
     @classmethod
@@ -101,6 +122,11 @@ class ServeSettings(BaseSettings):
         if self.poll_interval is not None:
             return self.poll_interval
         return 2.0 if store_url.startswith("s3://") else 0.5
+
+    def runs_embedded_worker(self, store_url: str) -> bool:
+        if self.embedded_worker is not None:
+            return self.embedded_worker
+        return not store_url.startswith("s3://")
 
     def base_name(self) -> str:
         return self.served_model_name or Path(self.base_model).name or "base"

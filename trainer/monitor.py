@@ -1,10 +1,13 @@
-"""What a user watches: the progress bar, TensorBoard logs, peak memory.
+"""What a user watches: the progress bar, TensorBoard logs, the metrics file, peak memory.
 
 The bar shows the step's loss, trained tokens per second (tokens with a
 label, counted since this process started training) and tqdm's ETA; the same
-numbers go to TensorBoard under `<run>/logs`.
+numbers go to TensorBoard under `<run>/logs`, and one JSON line per step to
+`<run>/metrics.jsonl` (a first `{"event": "start", ...}` line gives the plan),
+which a program watching the run (the fine-tuning worker) reads as it grows.
 """
 
+import json
 import resource
 import sys
 import time
@@ -32,8 +35,13 @@ class Monitor:
         log_dir: Path | None,
         progress: bool,
         main: bool = True,  # False on ranks other than 0: they show nothing
+        metrics_file: Path | None = None,
+        start: dict | None = None,  # the plan, the first line of the metrics file
     ) -> None:
         self.main = main
+        self.metrics = metrics_file.open("a", buffering=1) if metrics_file and main else None
+        if self.metrics is not None:
+            self._line({"event": "start", "total_steps": total_steps, **(start or {})})
         self.bar = tqdm(
             total=total_steps,
             initial=start_step,
@@ -62,6 +70,19 @@ class Monitor:
             self.writer.add_scalar("train/tokens_per_second", rate, step)
             if result.grad_norm is not None:
                 self.writer.add_scalar("train/grad_norm", result.grad_norm, step)
+        if self.metrics is not None:
+            self._line(
+                {
+                    "step": step,
+                    "train_loss": round(result.loss, 6),
+                    "learning_rate": result.lr,
+                    "tokens": result.tokens,
+                    "tokens_per_second": round(rate, 1),
+                }
+            )
+
+    def _line(self, record: dict) -> None:
+        self.metrics.write(json.dumps(record) + "\n")
 
     def epoch(self, epoch: int, step: int, train_loss: float, eval_loss: float | None) -> None:
         if not self.main:
@@ -75,5 +96,7 @@ class Monitor:
 
     def close(self) -> None:
         self.bar.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.writer is not None:
             self.writer.close()

@@ -4,6 +4,7 @@
 <run>/config.json        the validated settings the run started with
 <run>/checkpoints/step-N  resumable checkpoints (checkpoint.py)
 <run>/logs/               TensorBoard event files
+<run>/metrics.jsonl       one line per step (monitor.py), appended on resume
 <run>/adapter/            the exported PEFT adapter (written once training finished)
 <run>/record.json         the training record (also in the published manifest)
 ```
@@ -49,6 +50,10 @@ class RunDir:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
 
     @property
     def adapter(self) -> Path:

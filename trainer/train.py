@@ -216,7 +216,16 @@ def loop(
     eval_plan = plan_eval([len(e) for e in data.eval], **plan_settings(config, eval=True))
     eval_batches = rank_share(s, eval_plan, data.eval)
     logs = run.logs if config.output.tensorboard and s.group.main else None
-    monitor = Monitor(len(s.plan), state.step, logs, progress and s.group.main, s.group.main)
+    start = {
+        "batch_size": config.training.batch_size,
+        "n_epochs": config.training.epochs,
+        "learning_rate": config.training.learning_rate,
+        "packing": config.data.packing,
+        "resumed_at_step": state.step,
+    }
+    monitor = Monitor(
+        len(s.plan), state.step, logs, progress and s.group.main, s.group.main, run.metrics, start
+    )
     every = config.training.checkpoint_every
     s.loss_fn.train()
     try:

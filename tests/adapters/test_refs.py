@@ -72,3 +72,12 @@ def test_check_name_names_what_it_checks():
 def test_references_are_values():
     assert AdapterRef.parse("chat@2") == AdapterRef("chat", version=2)
     assert len({AdapterRef.parse("chat"), AdapterRef("chat")}) == 1
+
+
+def test_the_name_ft_is_reserved_for_fine_tuned_model_ids():
+    with pytest.raises(InvalidReference, match="'ft' is reserved"):
+        AdapterRef.parse("ft:prod")
+    with pytest.raises(InvalidReference, match="reserved"):
+        check_name("ft")
+    assert check_name("ft", "alias") == "ft"  # an alias `ft` is harmless: `name:ft`
+    assert AdapterRef.parse("ftjob-000661a7793aa9e4c20a2f95@2").version == 2

@@ -112,7 +112,11 @@ def test_every_repo_crd_is_used(builds):
 
 def test_crd_validation_refuses_mistakes(builds):
     """The checks above can fail: a typo, a missing field, a bad value each do."""
-    (scaled,) = [o for o in builds["overlays/gpu"] if o["kind"] == "ScaledObject"]
+    (scaled,) = [
+        o
+        for o in builds["overlays/gpu"]
+        if o["kind"] == "ScaledObject" and o["metadata"]["name"] == "loraplex"
+    ]
     typo = copy.deepcopy(scaled)
     typo["spec"]["minReplicas"] = typo["spec"].pop("minReplicaCount")
     assert any("minReplicas" in e for e in crd_errors(typo))
@@ -135,7 +139,11 @@ def test_crd_validation_refuses_mistakes(builds):
 
 
 def test_kubernetes_validation_refuses_mistakes(builds):
-    (deployment,) = [o for o in builds["overlays/gpu"] if o["kind"] == "Deployment"]
+    (deployment,) = [
+        o
+        for o in builds["overlays/gpu"]
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "loraplex"
+    ]
     typo = copy.deepcopy(deployment)
     typo["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):

@@ -125,3 +125,31 @@ def test_gateway_and_trainer_read_one_configmap(stack: Stack, variable):
         assert any(variable in stack.get("ConfigMap", r)["data"] for r in refs)
         sources.update(refs)
     assert sources == {"loraplex-settings"}
+
+
+def test_worker_autoscaler_follows_the_fine_tuning_queue_of_its_namespace(stacks):
+    gpu = stacks["gpu"]
+    scaled = gpu.get("ScaledObject", "loraplex-worker")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "loraplex-worker"
+    (trigger,) = scaled["spec"]["triggers"]
+    query = trigger["metadata"]["query"]
+    assert "loraplex_fine_tuning_jobs_queued" in query
+    assert 'status="running"' in query  # a running job keeps its worker
+    assert _selector_values(query, "job") == {_scrape_job(gpu)}
+    assert _selector_values(query, "namespace") == {scaled["metadata"]["namespace"]}
+    assert scaled["spec"]["minReplicaCount"] == 0 < scaled["spec"]["maxReplicaCount"]
+
+
+@pytest.mark.parametrize("stack_name", ["gpu", "cpu"])
+def test_worker_trains_the_gateways_base_in_the_gateways_store(stacks, stack_name):
+    stack = stacks[stack_name]
+    ((_, _, worker),) = loraplex_containers(stack.objects, "worker")
+    env = container_env(worker, stack)
+    args = {a.split("=", 1)[0]: expand(a.split("=", 1)[1], env) for a in worker["args"]}
+    settings = _gateway_settings(stack)
+    assert args["--base-model"] == settings.base_model
+    assert args["--store"] == settings.store
+    assert int(args["--max-rank"]) == settings.max_lora_rank
+    assert not settings.runs_embedded_worker(settings.store)  # the Deployment runs them
+    options = command("worker").params
+    assert {o for p in options for o in p.opts} >= set(args)

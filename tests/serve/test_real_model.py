@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from loraplex.adapters import open_store
 from loraplex.adapters.evaluations import list_evaluations
 from tests.fixtures.engine import GatewayProcess
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -70,6 +71,8 @@ def smollm2_gateway(smollm2_model_dir, tmp_path_factory):
     extra = [
         "--served-model-name", BASE, "--quantization", "bitsandbytes",
         "--dtype", "bfloat16", "--max-model-len", "2048",
+        # The embedded worker trains as train_pirate does (no recomputation: faster).
+        "--worker-arg=--trainer-arg=--no-gradient-checkpointing",
     ]  # fmt: skip
     with GatewayProcess(smollm2_model_dir, store.url, work, extra_args=extra) as gateway:
         yield gateway, store, work
@@ -122,3 +125,37 @@ def test_eval_through_the_gateway_scores_the_styled_adapter_above_the_base(
     assert pirate["loss"] < base["loss"] - 0.5, (pirate, base)
     assert pirate["rouge-l"] > base["rouge-l"] + 0.1, (pirate, base)
     assert list_evaluations(store, "pirate")[-1].metrics["rouge-l"].value == pirate["rouge-l"]
+
+
+def test_openai_sdk_fine_tuning_job_answers_in_the_trained_style(smollm2_gateway):
+    """The issue's claim with the official SDK, unmodified: upload the pirate data,
+    create a job (QLoRA on the served 4-bit base, by the gateway's embedded worker),
+    poll it to `succeeded`, and chat with `job.fine_tuned_model`: it answers unseen
+    questions in the trained style while the base does not."""
+    gateway, store, _ = smollm2_gateway
+    client = openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key="unused", max_retries=0)
+    data = (REPO / "examples" / "data" / "pirate.jsonl").read_bytes()
+    upload = client.files.create(file=("pirate.jsonl", data), purpose="fine-tune")
+    upload = client.files.wait_for_processing(upload.id, poll_interval=0.5, max_wait_seconds=60)
+    assert upload.status == "processed", upload.status_details
+    hyper = {"n_epochs": 6, "batch_size": 4, "learning_rate_multiplier": 10}  # 2e-3, as demo.py
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=upload.id, suffix="pirate",
+        method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
+    )  # fmt: skip
+    job = eventually(
+        lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status
+        in ("succeeded", "failed", "cancelled") and j,
+        1200, "the fine-tuning job to end", every=2,  # ~60 s on a quiet machine
+    )  # fmt: skip
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model == f"ft:{BASE}:default:pirate:{job.id}"
+    losses = [e.data["train_loss"] for e in client.fine_tuning.jobs.list_events(job.id)
+              if e.type == "metrics"][::-1]  # fmt: skip
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    for question in QUESTIONS:
+        styled = answer(client, job.fine_tuned_model, question)
+        assert PIRATE.search(styled), (question, styled)
+        assert not PIRATE_ONLY.search(answer(client, BASE, question))
+    manifest = store.resolve(job.fine_tuned_model.rsplit(":", 1)[1])
+    assert manifest.training["job_id"] == job.id and manifest.training["method"] == "qlora"

@@ -17,7 +17,7 @@ from tests.fixtures.engine import GatewayProcess
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-ROUTES = r"^/v1/(chat/completions|completions|models|adapters.*)$"
+ROUTES = r"^/v1/(chat/completions|completions|models|adapters.*|files.*|fine_tuning.*)$"
 EXAMPLES_PER_ROUTE = 150
 MIN_CASES = 500
 

@@ -50,6 +50,11 @@ def test_run_finishes_loss_falls_and_the_adapter_is_servable(tiny_model_dir, tmp
     header = read_safetensors_header(adapter / "adapter_model.safetensors")
     assert {info["dtype"] for info in header.values()} == {"F32"}
     assert any((result.run_dir / "logs").iterdir())  # TensorBoard events
+    start, *steps = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
+    assert start["event"] == "start" and start["total_steps"] == record.steps == len(steps)
+    assert start["batch_size"] == 2 and start["n_epochs"] == 6
+    assert [m["step"] for m in steps] == list(range(1, record.steps + 1))
+    assert [m["train_loss"] for m in steps] == pytest.approx(record.losses, abs=1e-4)
 
 
 def greedy_answers(model, tokenizer, conversations) -> list[str]:
