@@ -41,11 +41,13 @@ def marked(store: JobStore, queue: str) -> list[str]:
 
 
 def enqueue(store: JobStore, job_id: str, message: str = "Job entered the queue") -> JobRecord:
-    """validating_files (or a lost running job) → queued."""
+    """validating_files → queued. Only from validating_files: two workers may both
+    validate one job, and the later enqueue must not pull it back from the worker
+    that claimed it meanwhile (lost running jobs are `recover_expired`'s)."""
     mark(store, QUEUED, job_id)
 
     def to_queued(job: JobRecord) -> JobRecord | None:
-        if job.status not in ("validating_files", "running"):
+        if job.status != "validating_files":
             return None
         job.status, job.lease, job.queued_at = "queued", None, time.time()
         return job

@@ -85,3 +85,17 @@ def test_a_stopping_worker_gives_its_job_back_at_once(job_store: JobStore):
     assert released.status == "queued" and released.lease is None
     again = queue.claim(job_store, "next", lease_seconds=60)
     assert again.job.id == job_id and again.resumed
+
+
+def test_a_late_second_enqueue_does_not_pull_a_claimed_job_back(job_store: JobStore):
+    """Two workers may both validate one job's files and both enqueue it; the later
+    enqueue, after the other worker claimed it, must leave the job running (seen in
+    the replicas test: the job was taken back a second after its claim and ran twice)."""
+    api = FineTuningAPI(job_store, "tiny")
+    (job_id,) = queued_jobs(api, job_store, 1)  # the first worker's enqueue
+    claimed = queue.claim(job_store, "w2", lease_seconds=60)
+    assert claimed is not None and claimed.job.id == job_id
+    queue.enqueue(job_store, job_id)  # the second worker's, late
+    job = job_store.job(job_id)
+    assert (job.status, job.attempt, queue.owns(job, "w2")) == ("running", 1, True)
+    assert queue.claim(job_store, "w1", lease_seconds=60) is None

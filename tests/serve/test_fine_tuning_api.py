@@ -35,21 +35,26 @@ KEYS = {"key-a": ("alice", "inference", "team-a"), "key-b": ("bob", "inference",
 LEASE_SECONDS = 4
 
 
-def worker_command(store_url: str, base: Path, workdir: Path) -> list[str]:
+def worker_command(
+    store_url: str, base: Path, workdir: Path, lease_seconds: float = LEASE_SECONDS
+) -> list[str]:
     return [
         sys.executable, "-m", "loraplex.cli", "worker", "--store", store_url,
         "--base-model", str(base), "--workdir", str(workdir), "--method", "lora",
-        "--lease-seconds", str(LEASE_SECONDS), "--poll-seconds", "0.2",
+        "--lease-seconds", str(lease_seconds), "--poll-seconds", "0.2",
         "--checkpoint-every", "5",
         *[f"--trainer-arg={a}" for a in TINY_TRAINER_ARGS],
     ]  # fmt: skip
 
 
-def start_worker(store_url: str, base: Path, workdir: Path) -> subprocess.Popen:
+def start_worker(
+    store_url: str, base: Path, workdir: Path, lease_seconds: float = LEASE_SECONDS
+) -> subprocess.Popen:
     workdir.mkdir(parents=True, exist_ok=True)
     log = (workdir / "worker.log").open("ab")
     return subprocess.Popen(
-        worker_command(store_url, base, workdir), stdout=log, stderr=subprocess.STDOUT,
+        worker_command(store_url, base, workdir, lease_seconds),
+        stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
 
