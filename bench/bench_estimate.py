@@ -39,11 +39,13 @@ RESULTS = Path(__file__).parent / "results"
 DATA = {"tiny": (24, 2), "smollm2-135m-instruct": (6, 1)}
 LENGTHS = (256, 512)
 METHODS = ("lora", "qlora")
-# model → (examples, max_length, method) of the timed runs
-TIMED = {
-    "tiny": (300, 512, "lora"),
-    "smollm2-135m-instruct": (12, 512, "qlora"),
-}
+# Timed runs, short: (model, method, examples, max_length, batch size)
+TIMED = (
+    ("tiny", "lora", 200, 512, 2),
+    ("tiny", "qlora", 200, 512, 2),
+    ("smollm2-135m-instruct", "lora", 20, 512, 2),
+    ("smollm2-135m-instruct", "qlora", 20, 512, 2),
+)
 
 
 def config_for(model_dir: Path, data: Path, method: str, length: int, batch: int, ckpt: bool, out):
@@ -130,39 +132,77 @@ def memory_cases(
                     "measured_bytes": measured["peak_memory_bytes"],
                     "ratio": round(ratio, 3),
                     "within_15_percent": abs(ratio - 1) <= 0.15,
+                    "steps": measured["steps"],
                     "breakdown": {i.what: i.bytes for i in estimate.items},
+                    "load_average": os.getloadavg(),
                 }
                 print(json.dumps({k: v for k, v in case.items() if k != "breakdown"}), flush=True)
                 cases.append(case)
     return cases
 
 
-def time_case(name: str, model_dir: Path, work: Path) -> dict:
+def estimate_cli(spec: dict, work: Path) -> dict:
+    """`loraplex estimate train --json` in a fresh process, as a user runs it."""
+    import yaml
+
+    config = config_for(**spec, out=work / "unused").to_dict()
+    path = work / "estimate-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "loraplex.cli", "estimate", "train", "-c", str(path), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"estimate failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
+
+
+def time_cases(models: list[str], work: Path, repeats: int) -> list[dict]:
+    """Each case: the estimate (its calibration), then the run it predicts, back to back in
+    fresh processes, so both see the same load; the cases alternate, `repeats` rounds."""
+    from loraplex.base_models.registry import resolve_base_model
     from loraplex.trainer.model import load_tokenizer
 
-    count, length, method = TIMED[name]
-    data = work / f"{name}-timed.jsonl"
-    make_dataset(load_tokenizer(model_dir), count, length, data)
-    spec = dict(
-        model_dir=str(model_dir), data=str(data), method=method, length=length, batch=2,
-        ckpt=True,
-    )  # fmt: skip
-    estimate = predict(spec, with_time=True)
-    measured = measure(spec, live=False)
-    ratio = estimate.time.seconds / measured["train_seconds"]
-    case = {
-        "model": name,
-        "method": method,
-        "examples": count,
-        "max_length": length,
-        "predicted_seconds": round(estimate.time.seconds, 2),
-        "measured_seconds": measured["train_seconds"],
-        "ratio": round(ratio, 3),
-        "within_25_percent": abs(ratio - 1) <= 0.25,
-        "how": estimate.time.how,
-    }
-    print(json.dumps(case), flush=True)
-    return case
+    specs = []
+    for name, method, count, length, batch in TIMED:
+        if name not in models:
+            continue
+        model_dir = resolve_base_model(name)
+        data = work / f"{name}-timed.jsonl"
+        make_dataset(load_tokenizer(model_dir), count, length, data)
+        spec = dict(
+            model_dir=str(model_dir), data=str(data), method=method, length=length, batch=batch,
+            ckpt=True,
+        )  # fmt: skip
+        specs.append((name, count, spec))
+    cases = []
+    for round_ in range(repeats):
+        for name, count, spec in specs:
+            load_before = os.getloadavg()
+            started = time.monotonic()
+            estimate = estimate_cli(spec, work)["time"]
+            estimate_seconds = time.monotonic() - started
+            load_between = os.getloadavg()
+            measured = measure(spec, live=False)
+            ratio = estimate["seconds"] / measured["train_seconds"]
+            case = {
+                "model": name,
+                "method": spec["method"],
+                "round": round_ + 1,
+                "examples": count,
+                "max_length": spec["length"],
+                "steps": measured["steps"],
+                "predicted_seconds": round(estimate["seconds"], 2),
+                "measured_seconds": measured["train_seconds"],
+                "ratio": round(ratio, 3),
+                "within_25_percent": abs(ratio - 1) <= 0.25,
+                "how": estimate["how"],
+                "estimate_command_seconds": round(estimate_seconds, 1),
+                "load_average_before_estimate": load_before,
+                "load_average_before_run": load_between,
+                "load_average_after_run": os.getloadavg(),
+            }
+            print(json.dumps(case), flush=True)
+            cases.append(case)
+    return cases
 
 
 def serve_case(model_dir: Path, work: Path) -> dict:
@@ -196,7 +236,8 @@ def vllm_kv_tokens(log: str) -> int:
 
 
 def _key(case: dict) -> tuple:
-    return tuple(case.get(k) for k in ("model", "method", "gradient_checkpointing", "max_length"))
+    keys = ("model", "method", "gradient_checkpointing", "max_length", "round")
+    return tuple(case.get(k) for k in keys)
 
 
 def merge_earlier(results: dict, out: Path) -> None:
@@ -223,6 +264,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "estimate.json")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-time", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of the timed cases")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
@@ -244,11 +287,12 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for name in args.models:
-            model_dir = resolve_base_model(name)
-            results["memory"] += memory_cases(name, model_dir, work, args.lengths, args.methods)
-            if not args.skip_time:
-                results["time"].append(time_case(name, model_dir, work))
+        if not args.skip_memory:
+            for name in args.models:
+                model_dir = resolve_base_model(name)
+                results["memory"] += memory_cases(name, model_dir, work, args.lengths, args.methods)
+        if not args.skip_time:
+            results["time"] = time_cases(args.models, work, args.repeats)
         if not args.skip_serve:
             results["serve"] = serve_case(resolve_base_model("tiny"), work)
             print(json.dumps(results["serve"]), flush=True)

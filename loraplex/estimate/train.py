@@ -36,11 +36,8 @@ def estimate_training(
     model = meta_lora_model(hf_config, method, config.lora, device.kind)
     arch = describe(model.get_base_model())
     flat = per_example_attention(arch.model_type, device.kind)
-    shapes = (
-        shape_source.from_data(config, base_model, flat)
-        if with_data
-        else shape_source.from_config(config)
-    )
+    planned = shape_source.plan_data(config, base_model) if with_data else None
+    shapes = shape_source.from_data(planned, flat) if planned else shape_source.from_config(config)
     lora_params = lora_parameter_count(model)
     acts = mem.activations(model, arch, method, device.kind, shapes, checkpointing)
     tensors = [
@@ -64,10 +61,10 @@ def estimate_training(
         items=items,
         activation_bytes_per_token=per_token_activations(model, arch, method, device.kind),
     )
-    if with_time and shapes.run_tokens:
+    if with_time and planned and shapes.run_tokens:
         from loraplex.estimate.timing import estimate_time
 
-        estimate.time = estimate_time(config, base_model, hf_config, arch, device, shapes)
+        estimate.time = estimate_time(planned, hf_config, arch, device, shapes, estimate.peak_bytes)
     return estimate
 
 

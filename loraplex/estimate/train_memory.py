@@ -40,6 +40,10 @@ class Activations:
 
 
 def weight_items(arch: Architecture, method: str, device_kind: str) -> list[MemoryItem]:
+    # What is not quantized stays at the compute dtype: bf16, or fp32 on a CPU
+    # without native bf16 (trainer/model.py's base_dtype).
+    size = compute_dtype(method, device_kind).itemsize
+    name = "bf16" if size == 2 else "fp32"
     if method == "qlora":
         return [
             MemoryItem(
@@ -48,13 +52,11 @@ def weight_items(arch: Architecture, method: str, device_kind: str) -> list[Memo
                 f"{arch.linear_params:,} params × 4 bits + double-quantized absmax",
             ),
             MemoryItem(
-                "base weights, bf16 (embeddings, norms, head)",
-                arch.other_params * 2,
-                f"{arch.other_params:,} params × 2 bytes",
+                f"base weights, {name} (embeddings, norms, head)",
+                arch.other_params * size,
+                f"{arch.other_params:,} params × {size} bytes",
             ),
         ]
-    size = compute_dtype(method, device_kind).itemsize
-    name = "bf16" if size == 2 else "fp32"
     return [MemoryItem(f"base weights, {name}", arch.params * size, f"{arch.params:,} × {size}")]
 
 
