@@ -205,6 +205,67 @@ def time_cases(models: list[str], work: Path, repeats: int) -> list[dict]:
     return cases
 
 
+def distributed_cases(work: Path) -> list[dict]:
+    """Per-rank peaks of real 2-rank gloo runs of the tiny model (DDP and FSDP2), memory pass,
+    against `estimate_training(..., ranks=2)`: torchrun as bench_distributed launches it."""
+    import yaml
+
+    from loraplex.base_models.registry import resolve_base_model
+    from loraplex.estimate.devices import cpu_device
+    from loraplex.estimate.train import estimate_training
+    from loraplex.trainer.model import load_tokenizer
+
+    model_dir = resolve_base_model("tiny")
+    data = work / "tiny-ranks.jsonl"
+    make_dataset(load_tokenizer(model_dir), 24, 256, data)
+    cases = []
+    for strategy in ("ddp", "fsdp"):
+        spec = dict(
+            model_dir=str(model_dir), data=str(data), method="lora", length=256, batch=2,
+            ckpt=True,
+        )  # fmt: skip
+        config = config_for(**spec, out=work / f"ranks-{strategy}").to_dict()
+        config["training"]["distributed"] = strategy
+        path = work / f"ranks-{strategy}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        command += ["--nproc-per-node=2", "-m", "loraplex.cli", "train", "-c", str(path)]
+        command += ["--no-progress"]
+        env = {**os.environ, **MEMORY_PASS, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{strategy} run failed:\n{proc.stderr[-3000:]}")
+        record = json.loads((work / f"ranks-{strategy}" / "record.json").read_text())
+        peaks = record["distributed"]["peak_memory_bytes"]
+        from loraplex.trainer.config import TrainConfig
+
+        estimate = estimate_training(
+            TrainConfig.model_validate(config), model_dir, cpu_device(), with_data=True, ranks=2
+        )
+        ratios = [round(estimate.peak_bytes / peak, 3) for peak in peaks]
+        case = {
+            "model": "tiny",
+            "method": "lora",
+            "strategy": strategy,
+            "ranks": 2,
+            "steps": record["steps"],
+            "predicted_bytes_per_rank": estimate.peak_bytes,
+            "measured_bytes_per_rank": peaks,
+            "parameter_bytes_per_rank": record["distributed"]["parameter_bytes"],
+            # the sharding itself: weights and LoRA parameters a rank holds between steps
+            "predicted_parameter_bytes_per_rank": sum(
+                i.bytes for i in estimate.items if i.what.startswith(("base weights", "LoRA param"))
+            ),
+            "ratios": ratios,
+            "within_15_percent": all(abs(r - 1) <= 0.15 for r in ratios),
+            "breakdown": {i.what: i.bytes for i in estimate.items},
+            "load_average": os.getloadavg(),
+        }
+        print(json.dumps({k: v for k, v in case.items() if k != "breakdown"}), flush=True)
+        cases.append(case)
+    return cases
+
+
 def serve_case(model_dir: Path, work: Path) -> dict:
     """vLLM's own KV capacity for the gateway's test settings, against the estimate."""
     from loraplex.estimate.serve import estimate_serving
@@ -265,6 +326,7 @@ def main() -> None:
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-time", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--ranks", action="store_true", help="2-rank DDP and FSDP2 runs")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the timed cases")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -293,6 +355,8 @@ def main() -> None:
                 results["memory"] += memory_cases(name, model_dir, work, args.lengths, args.methods)
         if not args.skip_time:
             results["time"] = time_cases(args.models, work, args.repeats)
+        if args.ranks:
+            results["ranks"] = distributed_cases(work)
         if not args.skip_serve:
             results["serve"] = serve_case(resolve_base_model("tiny"), work)
             print(json.dumps(results["serve"]), flush=True)
