@@ -41,10 +41,10 @@ LENGTHS = (256, 512)
 METHODS = ("lora", "qlora")
 # Timed runs, short: (model, method, examples, max_length, batch size)
 TIMED = (
-    ("tiny", "lora", 200, 512, 2),
-    ("tiny", "qlora", 200, 512, 2),
-    ("smollm2-135m-instruct", "lora", 20, 512, 2),
-    ("smollm2-135m-instruct", "qlora", 20, 512, 2),
+    ("tiny", "lora", 60, 512, 2),
+    ("tiny", "qlora", 60, 512, 2),
+    ("smollm2-135m-instruct", "lora", 10, 512, 2),
+    ("smollm2-135m-instruct", "qlora", 10, 512, 2),
 )
 
 
