@@ -85,7 +85,7 @@ def arm_train(spec: dict) -> dict:
 
 def measure(spec: dict, live: bool) -> dict:
     cmd = [sys.executable, "-m", "bench.bench_estimate", "--arm", json.dumps(spec)]
-    env = {**os.environ, **(MEMORY_PASS if live else {})}
+    env = {**threads_env(), **(MEMORY_PASS if live else {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"training run failed:\n{proc.stderr[-3000:]}")
@@ -141,6 +141,12 @@ def memory_cases(
     return cases
 
 
+def threads_env() -> dict:
+    """OMP_NUM_THREADS for the estimate and the run alike (--threads), else the default."""
+    threads = os.environ.get("BENCH_ESTIMATE_THREADS")
+    return {**os.environ, "OMP_NUM_THREADS": threads} if threads else dict(os.environ)
+
+
 def estimate_cli(spec: dict, work: Path) -> dict:
     """`loraplex estimate train --json` in a fresh process, as a user runs it."""
     import yaml
@@ -149,7 +155,7 @@ def estimate_cli(spec: dict, work: Path) -> dict:
     path = work / "estimate-config.yaml"
     path.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "loraplex.cli", "estimate", "train", "-c", str(path), "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=threads_env())
     if proc.returncode != 0:
         raise RuntimeError(f"estimate failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout)
@@ -187,6 +193,7 @@ def time_cases(models: list[str], work: Path, repeats: int) -> list[dict]:
                 "model": name,
                 "method": spec["method"],
                 "round": round_ + 1,
+                "threads": os.environ.get("BENCH_ESTIMATE_THREADS", "default"),
                 "examples": count,
                 "max_length": spec["length"],
                 "steps": measured["steps"],
@@ -327,12 +334,17 @@ def main() -> None:
     parser.add_argument("--skip-time", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--ranks", action="store_true", help="2-rank DDP and FSDP2 runs")
+    parser.add_argument(
+        "--threads", type=int, help="OMP_NUM_THREADS of the timed estimates and runs alike"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the timed cases")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
         print(json.dumps(arm_train(json.loads(args.arm))))
         return
+    if args.threads:
+        os.environ["BENCH_ESTIMATE_THREADS"] = str(args.threads)
 
     from loraplex.base_models.registry import resolve_base_model
 

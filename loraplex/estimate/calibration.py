@@ -79,8 +79,11 @@ def quantize_linears(module: torch.nn.Module, dtype: torch.dtype) -> None:
             quantize_linears(child, dtype)
 
 
-def calibrate(planned: PlannedData, hf_config, steps: int, budget_seconds: float) -> Calibration:
-    """Time the plan's first step, then up to `steps` more spread over the plan."""
+def calibrate(
+    planned: PlannedData, hf_config, steps: int, min_seconds: float, budget_seconds: float
+) -> Calibration:
+    """Time the plan's first step, then steps spread over the plan: at least `steps` of them
+    and `min_seconds`, at most `budget_seconds` (or every step of the plan)."""
     from loraplex.trainer.distributed import Group
     from loraplex.trainer.loop import train_step
     from loraplex.trainer.loss import TokenLoss
@@ -112,13 +115,17 @@ def calibrate(planned: PlannedData, hf_config, steps: int, budget_seconds: float
             return time.monotonic() - started, sum(b.input_ids.numel() for b in batches)
 
         first, _ = run(plan[0])
-        rest = plan[1:]
-        picked = [rest[round(i * (len(rest) - 1) / max(steps - 1, 1))] for i in range(steps)]
         seconds = tokens = timed = 0
-        spent = time.monotonic()
-        for step in picked if rest else []:
+        for step in spread(plan[1:]):
             took, count = run(step)
             seconds, tokens, timed = seconds + took, tokens + count, timed + 1
-            if time.monotonic() - spent > budget_seconds:
+            # A window of a few seconds at least: the load of a shared machine comes and goes.
+            if (timed >= steps and seconds >= min_seconds) or seconds >= budget_seconds:
                 break
     return Calibration(first, seconds / max(tokens, 1), timed, flat)
+
+
+def spread(items: list) -> list:
+    """`items` in an order that covers the whole list early (golden-ratio strides)."""
+    order = sorted(range(len(items)), key=lambda i: (i * 0.6180339887) % 1)
+    return [items[i] for i in order]

@@ -8,8 +8,8 @@ dropout, and trained by `train_step` (loss, backward, clipping, AdamW) on
 steps of the run's own plan, collated from the real data as the trainer
 collates them, with this process's torch threads (the trainer's default).
 The first step is timed on its own (it pays the one-time costs the run's
-first step pays); a few steps spread over the plan give seconds per
-processed token, which covers what a step costs besides its matmuls (the
+first step pays); steps spread over the plan (10–30 s of them) give seconds
+per processed token, which covers what a step costs besides its matmuls (the
 optimizer, Python, per-op overheads that dominate small models). The run:
 first step + rate × the rest of its tokens. It is as good as the machine is
 steady: another job on the cores during the run or the calibration moves it.
@@ -35,9 +35,10 @@ from loraplex.trainer.config import TrainConfig
 # 7–8B models with fused attention land near 0.4 in bf16; 4-bit weights cost
 # a dequantization per matmul. Not calibrated here: no GPU was available.
 MFU = {"lora": 0.40, "qlora": 0.30}
-# The calibration: the plan's first step, then up to this many steps spread
-# over the plan, stopping early once this many seconds are spent.
+# The calibration: the plan's first step, then steps spread over the plan, at
+# least this many and for at least this long, and at most CALIBRATION_SECONDS.
 CALIBRATION_STEPS = 4
+CALIBRATION_MIN_SECONDS = 10.0
 CALIBRATION_SECONDS = 30.0
 # A model whose estimated peak passes this share of the machine's memory is
 # not built to be timed (the run itself would not fit).
@@ -81,7 +82,9 @@ def cpu_time(planned: PlannedData, hf_config, peak_bytes: int) -> TimeEstimate:
         return TimeEstimate(0.0, 0.0, None, "not measured: the run does not fit this machine")
     threads = torch.get_num_threads()
     load = os.getloadavg()[0]
-    c = calibrate(planned, hf_config, CALIBRATION_STEPS, CALIBRATION_SECONDS)
+    c = calibrate(
+        planned, hf_config, CALIBRATION_STEPS, CALIBRATION_MIN_SECONDS, CALIBRATION_SECONDS
+    )
     lengths = [len(e) for e in planned.examples]
     packing = planned.config.data.packing
     tokens = [
