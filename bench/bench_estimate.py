@@ -39,11 +39,13 @@ RESULTS = Path(__file__).parent / "results"
 DATA = {"tiny": (24, 2), "smollm2-135m-instruct": (6, 1)}
 LENGTHS = (256, 512)
 METHODS = ("lora", "qlora")
-# model → (examples, max_length, method) of the timed runs
-TIMED = {
-    "tiny": (300, 512, "lora"),
-    "smollm2-135m-instruct": (12, 512, "qlora"),
-}
+# Timed runs, short: (model, method, examples, max_length, batch size)
+TIMED = (
+    ("tiny", "lora", 60, 512, 2),
+    ("tiny", "qlora", 60, 512, 2),
+    ("smollm2-135m-instruct", "lora", 10, 512, 2),
+    ("smollm2-135m-instruct", "qlora", 10, 512, 2),
+)
 
 
 def config_for(model_dir: Path, data: Path, method: str, length: int, batch: int, ckpt: bool, out):
@@ -83,7 +85,7 @@ def arm_train(spec: dict) -> dict:
 
 def measure(spec: dict, live: bool) -> dict:
     cmd = [sys.executable, "-m", "bench.bench_estimate", "--arm", json.dumps(spec)]
-    env = {**os.environ, **(MEMORY_PASS if live else {})}
+    env = {**threads_env(), **(MEMORY_PASS if live else {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"training run failed:\n{proc.stderr[-3000:]}")
@@ -130,39 +132,145 @@ def memory_cases(
                     "measured_bytes": measured["peak_memory_bytes"],
                     "ratio": round(ratio, 3),
                     "within_15_percent": abs(ratio - 1) <= 0.15,
+                    "steps": measured["steps"],
                     "breakdown": {i.what: i.bytes for i in estimate.items},
+                    "load_average": os.getloadavg(),
                 }
                 print(json.dumps({k: v for k, v in case.items() if k != "breakdown"}), flush=True)
                 cases.append(case)
     return cases
 
 
-def time_case(name: str, model_dir: Path, work: Path) -> dict:
+def threads_env() -> dict:
+    """OMP_NUM_THREADS for the estimate and the run alike (--threads), else the default."""
+    threads = os.environ.get("BENCH_ESTIMATE_THREADS")
+    return {**os.environ, "OMP_NUM_THREADS": threads} if threads else dict(os.environ)
+
+
+def estimate_cli(spec: dict, work: Path) -> dict:
+    """`loraplex estimate train --json` in a fresh process, as a user runs it."""
+    import yaml
+
+    config = config_for(**spec, out=work / "unused").to_dict()
+    path = work / "estimate-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "loraplex.cli", "estimate", "train", "-c", str(path), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=threads_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"estimate failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
+
+
+def time_cases(models: list[str], work: Path, repeats: int) -> list[dict]:
+    """Each case: the estimate (its calibration), then the run it predicts, back to back in
+    fresh processes, so both see the same load; the cases alternate, `repeats` rounds."""
+    from loraplex.base_models.registry import resolve_base_model
     from loraplex.trainer.model import load_tokenizer
 
-    count, length, method = TIMED[name]
-    data = work / f"{name}-timed.jsonl"
-    make_dataset(load_tokenizer(model_dir), count, length, data)
-    spec = dict(
-        model_dir=str(model_dir), data=str(data), method=method, length=length, batch=2,
-        ckpt=True,
-    )  # fmt: skip
-    estimate = predict(spec, with_time=True)
-    measured = measure(spec, live=False)
-    ratio = estimate.time.seconds / measured["train_seconds"]
-    case = {
-        "model": name,
-        "method": method,
-        "examples": count,
-        "max_length": length,
-        "predicted_seconds": round(estimate.time.seconds, 2),
-        "measured_seconds": measured["train_seconds"],
-        "ratio": round(ratio, 3),
-        "within_25_percent": abs(ratio - 1) <= 0.25,
-        "how": estimate.time.how,
-    }
-    print(json.dumps(case), flush=True)
-    return case
+    specs = []
+    for name, method, count, length, batch in TIMED:
+        if name not in models:
+            continue
+        model_dir = resolve_base_model(name)
+        data = work / f"{name}-timed.jsonl"
+        make_dataset(load_tokenizer(model_dir), count, length, data)
+        spec = dict(
+            model_dir=str(model_dir), data=str(data), method=method, length=length, batch=batch,
+            ckpt=True,
+        )  # fmt: skip
+        specs.append((name, count, spec))
+    cases = []
+    for round_ in range(repeats):
+        for name, count, spec in specs:
+            load_before = os.getloadavg()
+            started = time.monotonic()
+            estimate = estimate_cli(spec, work)["time"]
+            estimate_seconds = time.monotonic() - started
+            load_between = os.getloadavg()
+            measured = measure(spec, live=False)
+            ratio = estimate["seconds"] / measured["train_seconds"]
+            case = {
+                "model": name,
+                "method": spec["method"],
+                "round": round_ + 1,
+                "threads": os.environ.get("BENCH_ESTIMATE_THREADS", "default"),
+                "examples": count,
+                "max_length": spec["length"],
+                "steps": measured["steps"],
+                "predicted_seconds": round(estimate["seconds"], 2),
+                "measured_seconds": measured["train_seconds"],
+                "ratio": round(ratio, 3),
+                "within_25_percent": abs(ratio - 1) <= 0.25,
+                "how": estimate["how"],
+                "estimate_command_seconds": round(estimate_seconds, 1),
+                "load_average_before_estimate": load_before,
+                "load_average_before_run": load_between,
+                "load_average_after_run": os.getloadavg(),
+            }
+            print(json.dumps(case), flush=True)
+            cases.append(case)
+    return cases
+
+
+def distributed_cases(work: Path) -> list[dict]:
+    """Per-rank peaks of real 2-rank gloo runs of the tiny model (DDP and FSDP2), memory pass,
+    against `estimate_training(..., ranks=2)`: torchrun as bench_distributed launches it."""
+    import yaml
+
+    from loraplex.base_models.registry import resolve_base_model
+    from loraplex.estimate.devices import cpu_device
+    from loraplex.estimate.train import estimate_training
+    from loraplex.trainer.model import load_tokenizer
+
+    model_dir = resolve_base_model("tiny")
+    data = work / "tiny-ranks.jsonl"
+    make_dataset(load_tokenizer(model_dir), 24, 256, data)
+    cases = []
+    for strategy in ("ddp", "fsdp"):
+        spec = dict(
+            model_dir=str(model_dir), data=str(data), method="lora", length=256, batch=2,
+            ckpt=True,
+        )  # fmt: skip
+        config = config_for(**spec, out=work / f"ranks-{strategy}").to_dict()
+        config["training"]["distributed"] = strategy
+        path = work / f"ranks-{strategy}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        command += ["--nproc-per-node=2", "-m", "loraplex.cli", "train", "-c", str(path)]
+        command += ["--no-progress"]
+        env = {**os.environ, **MEMORY_PASS, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{strategy} run failed:\n{proc.stderr[-3000:]}")
+        record = json.loads((work / f"ranks-{strategy}" / "record.json").read_text())
+        peaks = record["distributed"]["peak_memory_bytes"]
+        from loraplex.trainer.config import TrainConfig
+
+        estimate = estimate_training(
+            TrainConfig.model_validate(config), model_dir, cpu_device(), with_data=True, ranks=2
+        )
+        ratios = [round(estimate.peak_bytes / peak, 3) for peak in peaks]
+        case = {
+            "model": "tiny",
+            "method": "lora",
+            "strategy": strategy,
+            "ranks": 2,
+            "steps": record["steps"],
+            "predicted_bytes_per_rank": estimate.peak_bytes,
+            "measured_bytes_per_rank": peaks,
+            "parameter_bytes_per_rank": record["distributed"]["parameter_bytes"],
+            # the sharding itself: weights and LoRA parameters a rank holds between steps
+            "predicted_parameter_bytes_per_rank": sum(
+                i.bytes for i in estimate.items if i.what.startswith(("base weights", "LoRA param"))
+            ),
+            "ratios": ratios,
+            "within_15_percent": all(abs(r - 1) <= 0.15 for r in ratios),
+            "breakdown": {i.what: i.bytes for i in estimate.items},
+            "load_average": os.getloadavg(),
+        }
+        print(json.dumps({k: v for k, v in case.items() if k != "breakdown"}), flush=True)
+        cases.append(case)
+    return cases
 
 
 def serve_case(model_dir: Path, work: Path) -> dict:
@@ -196,7 +304,8 @@ def vllm_kv_tokens(log: str) -> int:
 
 
 def _key(case: dict) -> tuple:
-    return tuple(case.get(k) for k in ("model", "method", "gradient_checkpointing", "max_length"))
+    keys = ("model", "method", "gradient_checkpointing", "max_length", "round")
+    return tuple(case.get(k) for k in keys)
 
 
 def merge_earlier(results: dict, out: Path) -> None:
@@ -223,11 +332,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "estimate.json")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-time", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--ranks", action="store_true", help="2-rank DDP and FSDP2 runs")
+    parser.add_argument(
+        "--threads", type=int, help="OMP_NUM_THREADS of the timed estimates and runs alike"
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of the timed cases")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
         print(json.dumps(arm_train(json.loads(args.arm))))
         return
+    if args.threads:
+        os.environ["BENCH_ESTIMATE_THREADS"] = str(args.threads)
 
     from loraplex.base_models.registry import resolve_base_model
 
@@ -244,11 +361,14 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for name in args.models:
-            model_dir = resolve_base_model(name)
-            results["memory"] += memory_cases(name, model_dir, work, args.lengths, args.methods)
-            if not args.skip_time:
-                results["time"].append(time_case(name, model_dir, work))
+        if not args.skip_memory:
+            for name in args.models:
+                model_dir = resolve_base_model(name)
+                results["memory"] += memory_cases(name, model_dir, work, args.lengths, args.methods)
+        if not args.skip_time:
+            results["time"] = time_cases(args.models, work, args.repeats)
+        if args.ranks:
+            results["ranks"] = distributed_cases(work)
         if not args.skip_serve:
             results["serve"] = serve_case(resolve_base_model("tiny"), work)
             print(json.dumps(results["serve"]), flush=True)

@@ -138,6 +138,15 @@ def load_model(
     """
     attention = attention or pick_attention(base_model, device)
     model = load_base(base_model, method, device, attention)
+    return prepare_for_training(model, lora, gradient_checkpointing)
+
+
+def prepare_for_training(model, lora: LoraSettings, gradient_checkpointing: bool):
+    """A loaded base, frozen, with checkpointing if asked and fresh fp32 LoRA layers.
+
+    Also what `loraplex estimate` runs on the CPU to time a run's steps (on a
+    base with random weights), so the two cannot differ.
+    """
     model.config.use_cache = False
     keep_4bit_weights_trainable(model)
     for param in model.parameters():

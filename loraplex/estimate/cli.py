@@ -43,7 +43,8 @@ def _estimate_options() -> list[inspect.Parameter]:
 def estimate_train(**kwargs) -> None:
     """Peak memory per device of a `loraplex train` run (and its time, when data is named)."""
     flags = {n: kwargs[n] for n in FLAG_SETTINGS if kwargs.get(n) not in (None, [], ())}
-    _run(lambda: _train(kwargs.get("config"), flags, kwargs["gpu"], kwargs["device_memory"]),
+    ranks = kwargs.get("nproc_per_node") or 1
+    _run(lambda: _train(kwargs.get("config"), flags, kwargs["gpu"], kwargs["device_memory"], ranks),
          kwargs["as_json"])  # fmt: skip
 
 
@@ -59,7 +60,9 @@ def _train_signature() -> inspect.Signature:
 estimate_train.__signature__ = _train_signature()
 
 
-def _train(config_path: Path | None, flags: dict, gpu: str | None, device_memory: str | None):
+def _train(
+    config_path: Path | None, flags: dict, gpu: str | None, device_memory: str | None, ranks: int
+):
     from loraplex.base_models.registry import resolve_base_model
     from loraplex.estimate.train import estimate_training, smallest_change_that_fits
     from loraplex.trainer.config import load_config
@@ -69,11 +72,13 @@ def _train(config_path: Path | None, flags: dict, gpu: str | None, device_memory
     with_data = PLACEHOLDER_DATA not in map(str, config.data.train)
     base_model = resolve_base_model(config.base_model)
     device = local_or_named_device(config.training.device, gpu, device_memory)
+    # The time is one process's: a run across ranks is not timed.
     estimate = estimate_training(
-        config, base_model, device, with_data=with_data, with_time=with_data
-    )
+        config, base_model, device, with_data=with_data, with_time=with_data and ranks == 1,
+        ranks=ranks,
+    )  # fmt: skip
     if estimate.fits is False:
-        change = smallest_change_that_fits(config, base_model, device)
+        change = smallest_change_that_fits(config, base_model, device, ranks)
         estimate.notes.append(f"would fit with {change}" if change else "no single change fits")
     return estimate
 

@@ -36,6 +36,9 @@ def train_table(e: TrainEstimate) -> str:
         *_rows(e.items),
         f"  {'peak per device':<{WIDTH}} {size(e.peak_bytes):>12}",
     ]
+    if e.ranks > 1:
+        lines[0] += f", {e.ranks} ranks ({e.strategy})"
+        lines[-1] = f"  {'peak per rank (' + e.strategy + ')':<{WIDTH}} {size(e.peak_bytes):>12}"
     if e.device_memory_bytes is not None:
         verdict = "fits" if e.fits else "DOES NOT FIT"
         lines.append(f"  {'device memory':<{WIDTH}} {size(e.device_memory_bytes):>12}   {verdict}")

@@ -50,9 +50,12 @@ class TrainEstimate:
     activation_bytes_per_token: dict[str, float]  # with / without checkpointing
     time: TimeEstimate | None = None
     notes: list[str] = field(default_factory=list)
+    ranks: int = 1  # processes of the run (torchrun's --nproc-per-node)
+    strategy: str = "none"  # none, ddp or fsdp: how the ranks hold the model
 
     @property
     def peak_bytes(self) -> int:
+        """Peak of one device, that is of one rank: every rank holds the same."""
         return sum(item.bytes for item in self.items)
 
     @property

@@ -7,6 +7,7 @@ attention on the CPU) all examples end to end, or one padded example per
 row. The largest micro-batch sets the peak; the sum sets the time.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from loraplex.estimate.errors import EstimateError
@@ -27,13 +28,23 @@ def from_config(config: TrainConfig) -> Shapes:
     return Shapes(rows=rows, tokens=tokens, trained_tokens=tokens, source="config")
 
 
-def from_data(config: TrainConfig, base_model: Path, flat: bool) -> Shapes:
-    """Tokenize and plan the real data; `flat`: rows laid end to end (per-example attention)."""
+@dataclass(frozen=True)
+class PlannedData:
+    """The real data as the trainer will see it: its examples and its plan of steps."""
+
+    config: TrainConfig  # with `batch_size: auto` resolved as the trainer resolves it
+    examples: list  # trainer/render.py's Examples (the training set)
+    plan: list  # trainer/plan.py's Steps
+    pad_id: int
+
+
+def plan_data(config: TrainConfig, base_model: Path) -> PlannedData:
+    """Tokenize and plan the real data exactly as the trainer does (dataset.py, plan.py)."""
     from transformers import AutoTokenizer
 
     from loraplex.trainer.dataset import prepare_datasets
     from loraplex.trainer.plan import plan_run
-    from loraplex.trainer.train import resolve_auto
+    from loraplex.trainer.train import pad_id, resolve_auto
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -44,11 +55,8 @@ def from_data(config: TrainConfig, base_model: Path, flat: bool) -> Shapes:
         ) from None
     data = prepare_datasets(config.data, tokenizer, config.training.seed)
     config, _ = resolve_auto(config, data)  # `batch_size: auto`, sized as the trainer sizes it
-    examples = data.train
-    lengths = [len(e) for e in examples]
-    trained = [e.trained_tokens for e in examples]
     plan = plan_run(
-        lengths,
+        [len(e) for e in data.train],
         epochs=config.training.epochs,
         batch_size=config.training.batch_size,
         grad_accum=config.training.grad_accum,
@@ -56,9 +64,18 @@ def from_data(config: TrainConfig, base_model: Path, flat: bool) -> Shapes:
         max_length=config.data.max_length,
         seed=config.training.seed,
     )
+    return PlannedData(config, data.train, plan, pad_id(tokenizer))
+
+
+def from_data(planned: PlannedData, flat: bool) -> Shapes:
+    """The largest micro-batch and the run's totals; `flat`: rows laid end to end
+    (per-example attention)."""
+    examples, config = planned.examples, planned.config
+    lengths = [len(e) for e in examples]
+    trained = [e.trained_tokens for e in examples]
     largest = (0, 0, 0)  # tokens, rows, trained
     run_tokens = run_trained = micro_batches = 0
-    for step in plan:
+    for step in planned.plan:
         for micro_batch in step.micro_batches:
             tokens = laid_out_tokens(micro_batch, lengths, config.data.packing, flat)
             trained_here = sum(trained[i] for row in micro_batch for i in row)
@@ -71,7 +88,7 @@ def from_data(config: TrainConfig, base_model: Path, flat: bool) -> Shapes:
         tokens=largest[0],
         trained_tokens=max(largest[2], 1),
         source="data",
-        steps=len(plan),
+        steps=len(planned.plan),
         micro_batches=micro_batches,
         run_tokens=run_tokens,
         run_trained_tokens=run_trained,

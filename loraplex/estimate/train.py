@@ -6,7 +6,7 @@ from loraplex.estimate import shapes as shape_source
 from loraplex.estimate import train_memory as mem
 from loraplex.estimate.architecture import describe, read_config
 from loraplex.estimate.devices import Device
-from loraplex.estimate.lora_model import lora_parameter_count, meta_lora_model
+from loraplex.estimate.lora_model import compute_dtype, lora_parameter_count, meta_lora_model
 from loraplex.estimate.results import TrainEstimate
 from loraplex.trainer.config import TrainConfig
 
@@ -25,29 +25,35 @@ def estimate_training(
     *,
     with_data: bool = False,
     with_time: bool = False,
+    ranks: int = 1,
 ) -> TrainEstimate:
     """Peak memory per device of the run `config` describes on `device` (config.json only).
 
     `with_data`: tokenize and plan the real data for the micro-batch shapes.
     `with_time`: estimate the run's time too (needs `with_data`).
+    `ranks`: processes of the run (`--nproc-per-node`); the peak is then one rank's,
+    under `training.distributed` (auto is DDP, as the trainer chooses).
     """
     hf_config = read_config(base_model)
     method, checkpointing = config.method, config.training.gradient_checkpointing
     model = meta_lora_model(hf_config, method, config.lora, device.kind)
     arch = describe(model.get_base_model())
     flat = per_example_attention(arch.model_type, device.kind)
-    shapes = (
-        shape_source.from_data(config, base_model, flat)
-        if with_data
-        else shape_source.from_config(config)
-    )
+    planned = shape_source.plan_data(config, base_model) if with_data else None
+    shapes = shape_source.from_data(planned, flat) if planned else shape_source.from_config(config)
     lora_params = lora_parameter_count(model)
     acts = mem.activations(model, arch, method, device.kind, shapes, checkpointing)
-    tensors = [
+    state = [
         *mem.weight_items(arch, method, device.kind),
         *mem.adapter_items(lora_params, method, device.kind),
-        *mem.activation_items(acts, arch, checkpointing),
     ]
+    strategy = "none"
+    if ranks > 1:
+        setting = config.training.distributed
+        strategy = "ddp" if setting == "auto" else setting
+        size = compute_dtype(method, device.kind).itemsize
+        state = mem.shard_items(state, arch, lora_params, size, strategy, ranks)
+    tensors = [*state, *mem.activation_items(acts, arch, checkpointing)]
     items = tensors + mem.runtime_items(device.kind, sum(i.bytes for i in tensors))
     estimate = TrainEstimate(
         base_model=str(config.base_model or base_model),
@@ -63,18 +69,19 @@ def estimate_training(
         shapes=shapes,
         items=items,
         activation_bytes_per_token=per_token_activations(model, arch, method, device.kind),
+        ranks=ranks,
+        strategy=strategy,
     )
-    if with_time and shapes.run_tokens:
+    if with_time and planned and shapes.run_tokens:
         from loraplex.estimate.timing import estimate_time
 
-        estimate.time = estimate_time(config, base_model, hf_config, arch, device, shapes)
+        estimate.time = estimate_time(planned, hf_config, arch, device, shapes, estimate.peak_bytes)
     return estimate
 
 
 def per_token_activations(model, arch, method: str, device_kind: str) -> dict[str, float]:
     """Activation bytes per token of the whole decoder, with and without checkpointing."""
     from loraplex.estimate.activations import measure_layer
-    from loraplex.estimate.lora_model import compute_dtype
 
     layer = measure_layer(model, 1024, compute_dtype(method, device_kind))
     return {
@@ -83,8 +90,11 @@ def per_token_activations(model, arch, method: str, device_kind: str) -> dict[st
     }
 
 
-def smallest_change_that_fits(config: TrainConfig, base_model: Path, device: Device) -> str | None:
-    """The first of: checkpointing, a smaller batch, qlora, a shorter max length — that fits."""
+def smallest_change_that_fits(
+    config: TrainConfig, base_model: Path, device: Device, ranks: int = 1
+) -> str | None:
+    """The first of: checkpointing, a smaller batch, qlora, a shorter max length, more ranks
+    with fsdp (LoRA only: FSDP2 does not take QLoRA) — that fits."""
     from loraplex.trainer.plan import FULL_BATCH
 
     if device.memory_bytes is None:
@@ -105,8 +115,13 @@ def smallest_change_that_fits(config: TrainConfig, base_model: Path, device: Dev
         candidates.append((f"--max-length {length}", {"data.max_length": length}))
     for flag, change in candidates:
         changed = _with(config, change)
-        if estimate_training(changed, base_model, device).fits:
+        if estimate_training(changed, base_model, device, ranks=ranks).fits:
             return flag
+    if config.method == "lora":
+        fsdp = _with(config, {"training.distributed": "fsdp"})
+        for more in (2, 4, 8):
+            if more > ranks and estimate_training(fsdp, base_model, device, ranks=more).fits:
+                return f"--nproc-per-node {more} --distributed fsdp ({more} GPUs)"
     return None
 
 

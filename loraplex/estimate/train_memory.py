@@ -9,6 +9,16 @@ The peak of a LoRA step is at one of two moments, and the larger counts:
 Adapter parameters, their gradients and the optimizer's states (AdamW fp32,
 or bitsandbytes' paged 8-bit AdamW for QLoRA on CUDA) are held throughout
 from the second step on.
+
+Across ranks (trainer/distributed.py) each rank runs micro-batches of the
+same size, so activations are per rank what they are for one process. DDP
+keeps the whole base and adapter state on every rank, plus its gradient
+buckets (a flat copy of the LoRA gradients it all-reduces). FSDP2 shards
+every parameter (one unit per decoder layer, one root unit for embeddings,
+norm and head): a rank holds 1/N of the weights and adapter state, plus the
+units all-gathered whole while they compute — the root unit (kept whole
+from forward to backward) and two layers (the one computing and the next,
+prefetched).
 """
 
 from dataclasses import dataclass
@@ -40,6 +50,10 @@ class Activations:
 
 
 def weight_items(arch: Architecture, method: str, device_kind: str) -> list[MemoryItem]:
+    # What is not quantized stays at the compute dtype: bf16, or fp32 on a CPU
+    # without native bf16 (trainer/model.py's base_dtype).
+    size = compute_dtype(method, device_kind).itemsize
+    name = "bf16" if size == 2 else "fp32"
     if method == "qlora":
         return [
             MemoryItem(
@@ -48,13 +62,11 @@ def weight_items(arch: Architecture, method: str, device_kind: str) -> list[Memo
                 f"{arch.linear_params:,} params × 4 bits + double-quantized absmax",
             ),
             MemoryItem(
-                "base weights, bf16 (embeddings, norms, head)",
-                arch.other_params * 2,
-                f"{arch.other_params:,} params × 2 bytes",
+                f"base weights, {name} (embeddings, norms, head)",
+                arch.other_params * size,
+                f"{arch.other_params:,} params × {size} bytes",
             ),
         ]
-    size = compute_dtype(method, device_kind).itemsize
-    name = "bf16" if size == 2 else "fp32"
     return [MemoryItem(f"base weights, {name}", arch.params * size, f"{arch.params:,} × {size}")]
 
 
@@ -153,3 +165,26 @@ def runtime_items(device_kind: str, subtotal: int) -> list[MemoryItem]:
             ),
         ]
     return [MemoryItem("process runtime (CPU)", CPU_RUNTIME, "Python + libraries, measured")]
+
+
+def shard_items(
+    items: list[MemoryItem],
+    arch: Architecture,
+    lora_params: int,
+    size: int,
+    strategy: str,
+    ranks: int,
+) -> list[MemoryItem]:
+    """Weights and adapter items of one rank under `strategy` (ddp or fsdp) with `ranks`."""
+    if strategy == "ddp":
+        buckets = MemoryItem("DDP gradient buckets", lora_params * 4, "LoRA gradients, flat copy")
+        return [*items, buckets]
+    shards = [
+        MemoryItem(f"{i.what}, 1/{ranks} (FSDP2 shard)", -(-i.bytes // ranks), i.how) for i in items
+    ]
+    layer_params = sum(lin.in_features * lin.out_features for lin in arch.linears)
+    layer_params += 2 * arch.hidden  # the two norms
+    root_params = arch.params - arch.layers * layer_params
+    gathered = (root_params + 2 * layer_params) * size
+    how = f"root ({root_params:,}) + 2 layers ({layer_params:,} each) × {size} B, whole"
+    return [*shards, MemoryItem("FSDP2: all-gathered units", gathered, how)]
