@@ -132,21 +132,24 @@ class JobRun:
         )  # fmt: skip
 
     def upload_new_checkpoint(self) -> None:
-        """The newest checkpoint to the store (for a resume anywhere) and as an event."""
+        """Every checkpoint the trainer wrote since the last call, oldest first: to the
+        store (for a resume anywhere), as a checkpoint object and as an event. A fast
+        trainer can write two between two calls; both count."""
         folder = self.run_dir / "checkpoints"
         steps = sorted(
             int(p.name.removeprefix("step-"))
             for p in (folder.iterdir() if folder.is_dir() else [])
             if p.name.startswith("step-")
         )
-        if not steps or steps[-1] <= self.uploaded_step:
-            return
-        step = steps[-1]
-        source = folder / f"step-{step:07d}"
+        for step in steps:
+            if step > self.uploaded_step:
+                self.upload_checkpoint(folder / f"step-{step:07d}", step)
+
+    def upload_checkpoint(self, source: Path, step: int) -> None:
         try:
             files = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
             files["config.json"] = (self.run_dir / "config.json").read_bytes()
-        except FileNotFoundError:  # rotated away meanwhile: the next one will do
+        except FileNotFoundError:  # the trainer rotated it away meanwhile: a newer one follows
             return
         for name, data in files.items():
             self.jobs.backend.write(f"{self.resume_key}/step-{step}/{name}", data)
