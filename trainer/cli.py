@@ -47,6 +47,7 @@ FLAG_SETTINGS = {
     "seed": "training.seed",
     "gradient_checkpointing": "training.gradient_checkpointing",
     "checkpoint_every": "training.checkpoint_every",
+    "keep_checkpoints": "training.keep_checkpoints",
     "device": "training.device",
     "distributed": "training.distributed",
     "output": "output.dir",
@@ -92,6 +93,7 @@ def train(
         None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Save memory."
     ),
     checkpoint_every: int = typer.Option(None, help="Checkpoint every N steps (0: never)."),
+    keep_checkpoints: int = typer.Option(None, min=1, help="Newest checkpoints kept on disk."),
     device: str = typer.Option(None, help="auto, cpu or cuda."),
     distributed: str = typer.Option(
         None, help="Across ranks: ddp, fsdp (FSDP2, not with qlora) or auto (ddp)."

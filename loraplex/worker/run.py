@@ -144,12 +144,15 @@ class JobRun:
         for step in steps:
             if step > self.uploaded_step:
                 self.upload_checkpoint(folder / f"step-{step:07d}", step)
+        for step in steps:  # the trainer keeps them all (trainer_process.py): prune here
+            if step < self.uploaded_step:
+                shutil.rmtree(folder / f"step-{step:07d}", ignore_errors=True)
 
     def upload_checkpoint(self, source: Path, step: int) -> None:
         try:
             files = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
             files["config.json"] = (self.run_dir / "config.json").read_bytes()
-        except FileNotFoundError:  # the trainer rotated it away meanwhile: a newer one follows
+        except FileNotFoundError:  # gone meanwhile (a trainer not started by this worker)
             return
         for name, data in files.items():
             self.jobs.backend.write(f"{self.resume_key}/step-{step}/{name}", data)

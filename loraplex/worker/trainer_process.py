@@ -32,6 +32,9 @@ def resolved_multiplier(job: JobRecord) -> float:
     return 1.0 if m == "auto" else float(m)
 
 
+KEEP_EVERY_CHECKPOINT = 1_000_000
+
+
 def train_command(job: JobRecord, settings: WorkerSettings, resume: bool) -> list[str]:
     """Relative paths only: a run resumed on another worker must have the same settings."""
     batch = requested(job).batch_size
@@ -46,6 +49,10 @@ def train_command(job: JobRecord, settings: WorkerSettings, resume: bool) -> lis
         "--lr", repr(BASE_LEARNING_RATE * resolved_multiplier(job)),
         "--seed", str(job.seed),
         "--checkpoint-every", str(settings.checkpoint_every),
+        # The worker uploads every checkpoint, then deletes it: the trainer must not
+        # rotate one away before the worker has seen it (a fast trainer writes several
+        # between two polls).
+        "--keep-checkpoints", str(KEEP_EVERY_CHECKPOINT),
         "--max-rank", str(settings.max_rank),
         "--no-progress",
     ]  # fmt: skip
