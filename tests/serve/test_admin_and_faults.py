@@ -112,14 +112,25 @@ def gauge(http, prefix: str) -> float:
 IN_FLIGHT, RUNNING = "loraplex_requests_in_flight", "vllm:num_requests_running"
 
 
+def metric_lines(http, prefix: str) -> list[str]:
+    return [line for line in http.get("/metrics").text.splitlines() if line.startswith(prefix)]
+
+
 def test_a_client_that_disconnects_mid_stream_aborts_its_engine_request(gateway, http):
     with httpx.Client(base_url=gateway.base_url, timeout=60) as c:
-        body = {"model": "alpha", "prompt": "Go", "max_tokens": 1000, "ignore_eos": True}
+        # 16 × 1,000 tokens: long enough to still be generating when the client leaves,
+        # even on a quiet machine (one 1,000-token stream of the tiny model took under
+        # a second there, and finished before the gauge was read).
+        body = {"model": "alpha", "prompt": "Go", "max_tokens": 1000, "ignore_eos": True, "n": 16}
         body["stream"] = True
         with c.stream("POST", "/v1/completions", json=body) as r:
             lines = r.iter_lines()  # keep a reference: a dropped iterator closes the stream
             assert next(lines).startswith("data:")
-            eventually(lambda: gauge(http, IN_FLIGHT) == 1, 10, "the stream counted in flight")
+            eventually(
+                lambda: gauge(http, IN_FLIGHT) == 1,
+                10,
+                f"the stream counted in flight (last: {metric_lines(http, IN_FLIGHT)})",
+            )
     eventually(lambda: gauge(http, IN_FLIGHT) == 0, 10, "the aborted request off loraplex's gauge")
     # vLLM's own gauges are refreshed with its engine stats, every second or so.
     eventually(lambda: gauge(http, RUNNING) == 0, 10, "the aborted request off vLLM's gauge")
