@@ -118,10 +118,10 @@ def metric_lines(http, prefix: str) -> list[str]:
 
 def test_a_client_that_disconnects_mid_stream_aborts_its_engine_request(gateway, http):
     with httpx.Client(base_url=gateway.base_url, timeout=60) as c:
-        # 16 × 1,000 tokens: long enough to still be generating when the client leaves,
-        # even on a quiet machine (one 1,000-token stream of the tiny model took under
-        # a second there, and finished before the gauge was read).
-        body = {"model": "alpha", "prompt": "Go", "max_tokens": 1000, "ignore_eos": True, "n": 16}
+        # 8 × 1,000 tokens (8 is the server's limit on n): still generating when the
+        # client leaves, even on a quiet machine, where one 1,000-token stream of the
+        # tiny model took under a second and finished before the gauge was read.
+        body = {"model": "alpha", "prompt": "Go", "max_tokens": 1000, "ignore_eos": True, "n": 8}
         body["stream"] = True
         with c.stream("POST", "/v1/completions", json=body) as r:
             lines = r.iter_lines()  # keep a reference: a dropped iterator closes the stream
