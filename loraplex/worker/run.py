@@ -141,8 +141,11 @@ class JobRun:
             for p in (folder.iterdir() if folder.is_dir() else [])
             if p.name.startswith("step-")
         )
+        # Only checkpoints whose steps were all reported as events: a job resumed from
+        # a checkpoint reports the steps after it, so a later one would leave a gap.
+        reported = max((m["step"] for m in self.metrics), default=0)
         for step in steps:
-            if step > self.uploaded_step:
+            if self.uploaded_step < step <= reported:
                 self.upload_checkpoint(folder / f"step-{step:07d}", step)
         for step in steps:  # the trainer keeps them all (trainer_process.py): prune here
             if step < self.uploaded_step:
