@@ -107,15 +107,18 @@ class Group:
         slots = -(-len(items) // self.world)
         return mine + [None] * (slots - len(mine))
 
-    def wrap(self, module: torch.nn.Module, layers: list[torch.nn.Module]) -> torch.nn.Module:
-        """DDP or FSDP2 around `module` (the loss module); `layers`: its decoder layers."""
+    def wrap(
+        self, module: torch.nn.Module, layers: list[torch.nn.Module], device: torch.device
+    ) -> torch.nn.Module:
+        """DDP or FSDP2 around `module` (the loss module); `layers`: its decoder layers.
+
+        Under FSDP2 the module is still on the meta device (sharded.py)."""
         if self.strategy == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.local_rank] if next(module.parameters()).is_cuda else None
-            # The ranks built identical LoRA weights from the same seed, and the
-            # trainable ones are broadcast from rank 0 below: no need to send the
-            # whole base at start (init_sync=False).
+            # Every rank built the same LoRA weights from the seed (init_lora) and
+            # loaded the same base: no need to send the whole base at start.
             return DistributedDataParallel(
                 module, device_ids=ids, forward_sync_buffers=False, init_sync=False
             )
@@ -123,19 +126,11 @@ class Group:
             from torch.distributed.device_mesh import init_device_mesh
             from torch.distributed.fsdp import fully_shard
 
-            device = next(module.parameters()).device.type
-            mesh = init_device_mesh(device, (self.world,))
+            mesh = init_device_mesh(device.type, (self.world,))
             for layer in layers:
                 fully_shard(layer, mesh=mesh)
             fully_shard(module, mesh=mesh)
         return module
-
-    def broadcast_trainable(self, params: list[torch.nn.Parameter]) -> None:
-        """Make every rank start from rank 0's LoRA weights (before `wrap`)."""
-        if self.distributed:
-            with torch.no_grad():
-                for param in params:
-                    dist.broadcast(param.data, src=0)
 
     @contextmanager
     def accumulating(self, module: torch.nn.Module, last: bool) -> Iterator[None]:

@@ -14,6 +14,8 @@ adapter's config records, and what vLLM matches its LoRA layers against.
 
 import json
 import logging
+import math
+import zlib
 from pathlib import Path
 
 import torch
@@ -160,6 +162,27 @@ def prepare_for_training(model, lora: LoraSettings, gradient_checkpointing: bool
         if param.requires_grad and param.dtype != torch.float32:
             raise RuntimeError(f"LoRA weight {name} is {param.dtype}, expected float32")
     return peft_model
+
+
+def lora_init_value(name: str, shape: torch.Size, seed: int) -> torch.Tensor:
+    """The starting value of one LoRA weight: PEFT's default init (Kaiming-uniform
+    A, zero B), drawn from a generator seeded by the run's seed and the
+    weight's name, so every rank and every way of loading (whole, or shard by
+    shard on the meta device) starts from the same adapter."""
+    value = torch.zeros(shape, dtype=torch.float32)
+    if ".lora_A." in name:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        torch.nn.init.kaiming_uniform_(value, a=math.sqrt(5), generator=generator)
+    elif ".lora_B." not in name:
+        raise ValueError(f"{name}: not a LoRA A or B weight")
+    return value
+
+
+def init_lora(model: torch.nn.Module, seed: int) -> None:
+    """Give every LoRA weight its `lora_init_value` (replacing PEFT's draw from the global RNG)."""
+    with torch.no_grad():
+        for name, param in trainable_parameters(model).items():
+            param.copy_(lora_init_value(name, param.shape, seed))
 
 
 def keep_4bit_weights_trainable(model: torch.nn.Module) -> None:

@@ -58,8 +58,10 @@ from loraplex.trainer.loop import evaluate, train_step
 from loraplex.trainer.loss import TokenLoss
 from loraplex.trainer.model import (
     decoder_layers,
+    init_lora,
     load_model,
     load_tokenizer,
+    pick_attention,
     pick_device,
     trainable_parameters,
     uses_per_example_attention,
@@ -71,6 +73,7 @@ from loraplex.trainer.plan import Step, auto_batching, few_steps_advice, plan_ev
 from loraplex.trainer.record import DistributedRecord, TrainingRecord, make_record, summary
 from loraplex.trainer.render import show_example
 from loraplex.trainer.rundir import RunDir
+from loraplex.trainer.sharded import build_on_meta, materialize, return_freed_buffers_on_cpu
 
 log = logging.getLogger("loraplex.trainer")
 data_log = logging.getLogger("loraplex.trainer.data")  # what became of each file's records
@@ -165,17 +168,27 @@ def setup(
     group.choose(config.training.distributed)
     device = group.device(pick_device(config.training.device))
     group.start(device, config.training.collective_timeout)
-    torch.manual_seed(config.training.seed)  # LoRA init, then dropout
-    log.info("loading %s for %s on %s", base_model, config.method, device)
-    model = load_model(
-        base_model, config.method, config.lora, device, config.training.gradient_checkpointing
-    )
+    seed, sharded = config.training.seed, group.strategy == "fsdp"
+    if sharded:
+        if device.type == "cpu":
+            return_freed_buffers_on_cpu()
+        log.info("building %s on the meta device, to load it shard by shard", base_model)
+        model = build_on_meta(
+            base_model, config.method, config.lora, device,
+            config.training.gradient_checkpointing, pick_attention(base_model, device),
+        )  # fmt: skip
+    else:
+        log.info("loading %s for %s on %s", base_model, config.method, device)
+        model = load_model(
+            base_model, config.method, config.lora, device, config.training.gradient_checkpointing
+        )
+        init_lora(model, seed)
     if device.type == "cpu":
         use_cheap_lora_dropout(model)
-    group.broadcast_trainable(list(trainable_parameters(model).values()))
-    if group.rank:
-        torch.manual_seed(config.training.seed + 7919 * group.rank)  # its own dropout masks
-    loss_fn = group.wrap(TokenLoss(model), decoder_layers(model))
+    torch.manual_seed(seed + 7919 * group.rank)  # each rank its own dropout masks
+    loss_fn = group.wrap(TokenLoss(model), decoder_layers(model), device)
+    if sharded:
+        materialize(model, base_model, device, seed)
     params = list(trainable_parameters(model).values())  # FSDP2's shards, once wrapped
     parameter_bytes = local_parameter_bytes(model)
     plan = plan_run([len(e) for e in data.train], **plan_settings(config, world=group.world))
