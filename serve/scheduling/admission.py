@@ -49,9 +49,10 @@ def plan_admission(
     free = max(0, max_loras - len(resident))
     given_slots = set((aged + fresh)[:free])
     starving = [a for a in aged if a not in given_slots]
-    # Aged adapters keep their (early) place even without a free slot: vLLM
-    # passes them over until a drained slot lets the first one in.
-    chosen = given_slots | set(aged)
+    # Only the adapters given a free slot go ahead of the rest: an aged one
+    # without a slot must not take the slot that frees for an older one (a
+    # drained adapter's held requests return to the queue's front).
+    chosen = given_slots
     draining = _drain(starving, running_adapters, waiting, adapter_of, draining_before)
 
     order: list[R] = []

@@ -51,7 +51,7 @@ def test_an_aged_adapter_drains_the_resident_adapter_with_fewest_running():
     waiting = [Req("cold", 9, 90.0), Req("h1", 1, 99.0), Req("h2", 2, 99.1), Req("b", None, 99.2)]
     p = plan(waiting, {1: 5, 2: 1}, max_loras=2, now=100.0, max_wait=2.0)
     assert names(p.held) == ["h2"]  # adapter 2 admits nothing new until its slot frees
-    assert names(p.order) == ["cold", "h1", "b"]
+    assert names(p.order) == ["h1", "b", "cold"]  # no slot is free yet
 
 
 def test_an_aged_adapter_takes_a_free_slot_before_busier_adapters():
@@ -66,7 +66,17 @@ def test_a_resident_adapter_with_nothing_queued_is_drained_first():
     waiting = [Req("cold", 9, 90.0), Req("h1", 1, 99.0)]
     p = plan(waiting, {1: 1, 2: 4}, max_loras=2, now=100.0, max_wait=2.0)
     assert p.held == []  # adapter 2 frees its slot by itself
-    assert names(p.order) == ["cold", "h1"]
+    assert names(p.order) == ["h1", "cold"]
+
+
+def test_the_slot_a_drain_frees_goes_to_the_adapter_that_waited_longest():
+    """The drained adapter's held request comes back at the queue's front and has
+    aged too; the freed slot must still go to the older cold request (a
+    continuous flood starved the cold adapter for 90 s on the real engine)."""
+    waiting = [Req("drained", 1, 97.0), Req("cold", 9, 90.0), Req("h2", 2, 99.0)]
+    p = plan(waiting, {2: 3}, max_loras=2, now=100.0, max_wait=2.0)
+    assert names(p.order)[0] == "cold"
+    assert names(p.order).index("drained") > names(p.order).index("cold")
 
 
 def test_base_requests_are_never_held_or_moved_back():

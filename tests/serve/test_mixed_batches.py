@@ -15,6 +15,7 @@ pytestmark = pytest.mark.engine
 
 PROMPTS = ["Tell me a story about the sea.", "Name three colours.", "Why is the sky blue?"]
 MODELS = [BASE_NAME, "alpha", "beta"]
+LEAK_ATTEMPTS = 5
 
 
 def solo_answers(base_url: str) -> dict[tuple[str, str], str]:
@@ -61,7 +62,13 @@ def vllm_ops_gateway(tiny_model_dir, served_store, tmp_path_factory):
 
 
 def test_vllm_cpu_ops_leak_an_adapter_into_base_requests(vllm_ops_gateway):
+    """The leak needs a base request in a batch with an adapter's: up to
+    LEAK_ATTEMPTS rounds of 24 concurrent requests (one usually shows it; in
+    a fresh-clone run one round formed no such batch)."""
     expected = solo_answers(vllm_ops_gateway.base_url)
-    results = concurrent_answers(vllm_ops_gateway.base_url)
-    wrong_base = [(p, t) for m, p, t in results if m == BASE_NAME and t != expected[(m, p)]]
-    assert wrong_base, "vLLM's CPU ops no longer leak: drop loraplex's workaround note"
+    for _ in range(LEAK_ATTEMPTS):
+        results = concurrent_answers(vllm_ops_gateway.base_url)
+        wrong_base = [(p, t) for m, p, t in results if m == BASE_NAME and t != expected[(m, p)]]
+        if wrong_base:
+            return
+    raise AssertionError("vLLM's CPU ops no longer leak: drop loraplex's workaround note")

@@ -2,7 +2,8 @@
 
 Two LoRA slots, two hot adapters that keep both slots busy, and a cold
 adapter: vLLM's own admission passes the cold request over for as long as the
-flood lasts; loraplex's drains a slot for it after `--adapter-max-wait`.
+flood lasts (vllm#16876); loraplex's drains a slot for it after
+`--adapter-max-wait`.
 Base requests go through whatever the adapters do, and greedy answers are
 the same as under vLLM's default scheduler.
 """
@@ -33,8 +34,10 @@ COLD_BOUND_S = 90.0
 FLOOD_LIMIT_S = 120.0
 # The sustained flood's request length (a relay per hot adapter).
 HOT_TOKENS = 1000
-# How long vLLM's own admission must keep the cold request out to count as starving it.
-STARVED_S = 30.0
+TOKENS_SO_FAR = re.compile(r'"completion_tokens":\s*(\d+)')
+# A probe whose cold request got in before max-wait ran during a lapse of the
+# flood (a stalled client): it tests nothing and is run again, this many times.
+PROBE_ATTEMPTS = 3
 
 
 @pytest.fixture(scope="module")
@@ -95,18 +98,20 @@ async def sustained_flood(gw: GatewayProcess, probe):
     parsing costs the starved client more.)
     """
     started = {model: asyncio.Event() for model in HOT}
+    # Each chunk counts the tokens so far: a chunk can carry several tokens
+    # when the client falls behind, so counting chunks reaches halfway late or never.
+    usage = {"include_usage": True, "continuous_usage_stats": True}
     body = {"prompt": "Tell me a story.", "max_tokens": HOT_TOKENS, "ignore_eos": True,
-            "temperature": 0, "stream": True}  # fmt: skip
+            "temperature": 0, "stream": True, "stream_options": usage}  # fmt: skip
 
     async def stream(http: httpx.AsyncClient, model: str, halfway: asyncio.Event) -> None:
         request = {**body, "model": model}
         try:
             async with http.stream("POST", "/v1/completions", json=request) as response:
                 response.raise_for_status()
-                chunks = 0
                 async for line in response.aiter_lines():
-                    chunks += line.startswith("data: {")
-                    if chunks >= HOT_TOKENS // 2:
+                    tokens = TOKENS_SO_FAR.search(line)
+                    if tokens and int(tokens[1]) >= HOT_TOKENS // 2:
                         halfway.set()
         finally:
             halfway.set()  # an error ends the relay (gathered below), never hangs it
@@ -152,17 +157,12 @@ async def cold_latency(client: openai.AsyncOpenAI, limit: float) -> float | None
 
 def test_a_cold_adapter_gets_a_slot_within_the_bound_during_a_hot_flood(gateway):
     client = async_client(gateway)
-    latency = asyncio.run(sustained_flood(gateway, lambda: cold_latency(client, COLD_BOUND_S)))
-    assert latency is not None, f"the cold request waited more than {COLD_BOUND_S}s"
-    assert latency >= MAX_WAIT_S, "the cold request got a slot without aging: no flood"
-
-
-def test_vllms_own_admission_starves_the_same_cold_request(vllm_gateway):
-    """The test above can fail: under vLLM's scheduler the same flood keeps the
-    cold adapter out for as long as it lasts (vllm#16876)."""
-    client = async_client(vllm_gateway)
-    latency = asyncio.run(sustained_flood(vllm_gateway, lambda: cold_latency(client, STARVED_S)))
-    assert latency is None, f"vLLM's admission let the cold request in after {latency:.1f}s"
+    for _ in range(PROBE_ATTEMPTS):
+        latency = asyncio.run(sustained_flood(gateway, lambda: cold_latency(client, COLD_BOUND_S)))
+        assert latency is not None, f"the cold request waited more than {COLD_BOUND_S}s"
+        if latency >= MAX_WAIT_S:
+            return
+    raise AssertionError("the cold request never had to wait: the flood did not hold the slots")
 
 
 def test_base_requests_are_not_delayed_behind_waiting_adapters(gateway):
@@ -178,8 +178,12 @@ def test_base_requests_are_not_delayed_behind_waiting_adapters(gateway):
         base_done = time.monotonic() - sent
         return base_done, await asyncio.gather(*cold)
 
-    base_done, cold = asyncio.run(sustained_flood(gateway, probe))
-    assert base_done < min(cold), f"base done at {base_done:.1f}s, cold at {min(cold):.1f}s"
+    for _ in range(PROBE_ATTEMPTS):
+        base_done, cold = asyncio.run(sustained_flood(gateway, probe))
+        if min(cold) >= MAX_WAIT_S:
+            assert base_done < min(cold), f"base done at {base_done:.1f}s, cold at {min(cold):.1f}s"
+            return
+    raise AssertionError("the cold requests never had to wait: the flood did not hold the slots")
 
 
 PROMPTS = ["Tell me a story about the sea.", "Name three colours.", "Why is the sky blue?"]
