@@ -93,9 +93,10 @@ def return_freed_buffers_on_cpu() -> None:
     SmolLM2 layer in fp32) and frees them, every micro-batch. After the first
     such free glibc raises its mmap threshold and serves the next ones from a
     heap that fragments. Measured on SmolLM2, 2 ranks: peak RSS 2.24 GB per
-    rank by default, 1.43 GB with the threshold pinned at 1 MiB (DDP: 1.46 GB),
-    at about 14% fewer tokens/s. Pinning it (which also stops the raise) is
-    what `MALLOC_MMAP_THRESHOLD_=1048576` does at process start.
+    rank by default, 1.41 GB with the threshold pinned at 1 MiB (DDP: 1.46 GB),
+    at about 10% fewer tokens/s (measured once: 29 against 32). Pinning it
+    (which also stops the raise) is what `MALLOC_MMAP_THRESHOLD_=1048576`
+    does at process start.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
