@@ -322,6 +322,8 @@ def merge_earlier(results: dict, out: Path) -> None:
         results[section] = sorted(kept + results[section], key=lambda c: str(_key(c)))
     if results["serve"] is None:
         results["serve"] = earlier.get("serve")
+    for key, value in earlier.items():  # sections this run did not measure (ranks, published)
+        results.setdefault(key, value)
 
 
 def main() -> None:
