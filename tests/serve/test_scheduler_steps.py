@@ -110,16 +110,17 @@ def hot_flood(engine: Engine) -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_model_dir) -> Path:
-    return tiny_model_dir
-
-
-def test_vllms_scheduler_passes_a_cold_adapter_over_for_the_whole_flood(model_dir):
-    """The failure loraplex's scheduler exists for (vllm#16876)."""
-    engine = Engine(make_scheduler(model_dir, Scheduler))
+def flooded(model_dir: Path, cls: type[Scheduler]) -> tuple[Engine, Iterator[None]]:
+    """A scheduler of `cls` one step into the hot flood."""
+    engine = Engine(make_scheduler(model_dir, cls))
     flood = hot_flood(engine)
     next(flood)
+    return engine, flood
+
+
+def test_vllms_scheduler_passes_a_cold_adapter_over_for_the_whole_flood(tiny_model_dir):
+    """The failure loraplex's scheduler exists for (vllm#16876)."""
+    engine, flood = flooded(tiny_model_dir, Scheduler)
     cold = engine.add(COLD, 8)
     for _ in range(FLOOD_STEPS):
         next(flood)
@@ -127,13 +128,11 @@ def test_vllms_scheduler_passes_a_cold_adapter_over_for_the_whole_flood(model_di
     assert cold not in engine.first_step
 
 
-def test_an_aged_cold_adapter_gets_a_slot_within_the_drain_bound(model_dir, monkeypatch):
+def test_an_aged_cold_adapter_gets_a_slot_within_the_drain_bound(tiny_model_dir, monkeypatch):
     """Once aged, the cold adapter waits at most for one hot adapter's
     running requests to finish (the longest lane), and the flood goes on."""
     monkeypatch.setenv(MAX_WAIT_ENV, "0")
-    engine = Engine(make_scheduler(model_dir, AdapterAwareScheduler))
-    flood = hot_flood(engine)
-    next(flood)
+    engine, flood = flooded(tiny_model_dir, AdapterAwareScheduler)
     cold = engine.add(COLD, 8)
     sent = engine.step_no
     for _ in range(FLOOD_STEPS):
@@ -144,11 +143,9 @@ def test_an_aged_cold_adapter_gets_a_slot_within_the_drain_bound(model_dir, monk
     assert later, "the flood had stopped: the bound was not tested"
 
 
-def test_before_max_wait_a_cold_adapter_does_not_drain_a_hot_one(model_dir, monkeypatch):
+def test_before_max_wait_a_cold_adapter_does_not_drain_a_hot_one(tiny_model_dir, monkeypatch):
     monkeypatch.setenv(MAX_WAIT_ENV, "3600")
-    engine = Engine(make_scheduler(model_dir, AdapterAwareScheduler))
-    flood = hot_flood(engine)
-    next(flood)
+    engine, flood = flooded(tiny_model_dir, AdapterAwareScheduler)
     cold = engine.add(COLD, 8)
     for _ in range(30):
         next(flood)
@@ -157,13 +154,11 @@ def test_before_max_wait_a_cold_adapter_does_not_drain_a_hot_one(model_dir, monk
 
 
 @pytest.mark.parametrize("max_wait", ["0", "3600"])
-def test_base_requests_are_scheduled_on_the_step_they_arrive(model_dir, monkeypatch, max_wait):
+def test_base_requests_are_scheduled_on_the_step_they_arrive(tiny_model_dir, monkeypatch, max_wait):
     """Base requests sent while cold-adapter requests wait for a slot, aged
     (a hot adapter draining) or not, are never held or queued behind them."""
     monkeypatch.setenv(MAX_WAIT_ENV, max_wait)
-    engine = Engine(make_scheduler(model_dir, AdapterAwareScheduler))
-    flood = hot_flood(engine)
-    next(flood)
+    engine, flood = flooded(tiny_model_dir, AdapterAwareScheduler)
     colds = [engine.add(COLD, 8) for _ in range(3)]
     behind_colds = 0
     for _ in range(12):
