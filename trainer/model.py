@@ -1,9 +1,9 @@
 """The model to train: the base (4-bit NF4, bf16 or fp32) with LoRA layers on top.
 
 - qlora: the base is quantized on load by bitsandbytes to 4-bit NF4 with
-  double quantization and bf16 compute — the numerics the server's 4-bit
-  base uses — and only the LoRA weights (fp32) train. On a CPU without native
-  bf16 (AVX2 only) the compute is fp32: emulated bf16 is ~90× slower.
+  double quantization and bf16 compute on CUDA — the numerics the server's
+  4-bit base uses — and only the LoRA weights (fp32) train. On the CPU the
+  compute is fp32 (base_dtype says why).
 - lora: the base in bf16 on CUDA; in fp32 on CPU, where bf16 matmuls are
   slow and fp32 is what makes training and serving agree exactly.
 
@@ -42,21 +42,17 @@ def load_tokenizer(base_model: Path):
     return AutoTokenizer.from_pretrained(base_model)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """bf16 matmuls run natively here (AVX512-BF16 or AMX).
-
-    Elsewhere PyTorch emulates them: on an AVX2-only EPYC a 1024×576×1536 bf16
-    matmul took 1.6 s against 19 ms in fp32, and a SmolLM2 QLoRA step ran at
-    5 tokens/s instead of 64.
-    """
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-
-
 def base_dtype(method: str, device: torch.device) -> torch.dtype:
-    """The dtype of the base's unquantized weights and of QLoRA's 4-bit compute."""
-    if device.type == "cuda" or (method == "qlora" and cpu_has_fast_bf16()):
-        return torch.bfloat16
-    return torch.float32
+    """The dtype of the base's unquantized weights and of QLoRA's 4-bit compute.
+
+    bf16 on CUDA; fp32 on every CPU. Without native bf16 PyTorch emulates it
+    (a 1024×576×1536 matmul: 1.6 s against 19 ms in fp32 on an AVX2 EPYC).
+    With it (AMX), oneDNN keeps JIT state for every new attention shape: a
+    QLoRA run's memory grew by ~12 MiB for each new example length, without
+    bound over a large dataset, and SmolLM2 ran no faster than in fp32
+    (bench/results/estimate.json, `qlora_cpu_compute_dtype`).
+    """
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def pick_attention(base_model: Path, device: torch.device) -> str:

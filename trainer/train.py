@@ -7,11 +7,12 @@ What it does, and the trade-offs it makes:
   model loads; rendered with the base tokenizer's own chat template, the one
   vLLM serves with, and trained only on the assistant's tokens and their
   end-of-turn token, so the adapter learns to answer *and to stop*.
-- **QLoRA** (4-bit NF4 base, double quantization, bf16 compute; paged 8-bit
-  AdamW on CUDA) trains the model the server runs by default; **LoRA** trains
-  on a bf16 base (fp32 on CPU). Gradient checkpointing trades ~30% more
-  compute for much less activation memory. On CPU, LoRA dropout draws its
-  masks four to a random 64-bit number (dropout.py): masks like
+- **QLoRA** (4-bit NF4 base, double quantization, bf16 compute on CUDA and
+  fp32 on CPU; paged 8-bit AdamW on CUDA) trains the model the server runs
+  by default; **LoRA** trains on a bf16 base (fp32 on CPU). Gradient
+  checkpointing trades ~30% more compute for much less activation memory.
+  On CPU, LoRA dropout draws its masks four to a random 64-bit number
+  (dropout.py): masks like
   `nn.Dropout`'s, with p rounded to 1/32768, at a fraction of the cost.
 - **Packing** fills every row with whole examples and no padding; position ids
   restart per example and attention stays inside each example, so packing

@@ -1,4 +1,4 @@
-"""The training estimate against a real run's live peak (the tiny model, LoRA).
+"""The training estimate against a real run's live peak (the tiny model, LoRA and QLoRA).
 
 The run is bench_trainer's memory pass: a real `loraplex.trainer.train` in a
 fresh process with glibc mapping every buffer of 128 KiB or more on its own,
@@ -14,15 +14,18 @@ from bench.bench_trainer import make_dataset
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "qlora"])
 def test_training_estimate_is_within_15_percent_of_the_measured_live_peak(
-    tiny_model_dir: Path, tmp_path: Path
+    method: str, tiny_model_dir: Path, tmp_path: Path
 ):
+    # QLoRA too: its run sees a new micro-batch length nearly every step, and
+    # its memory must not grow with them (trainer/model.py's base_dtype).
     from loraplex.trainer.model import load_tokenizer
 
     data = tmp_path / "data.jsonl"
     make_dataset(load_tokenizer(tiny_model_dir), 24, 256, data)
     spec = dict(
-        model_dir=str(tiny_model_dir), data=str(data), method="lora", length=256, batch=2,
+        model_dir=str(tiny_model_dir), data=str(data), method=method, length=256, batch=2,
         ckpt=True,
     )  # fmt: skip
     estimate = predict(spec)
