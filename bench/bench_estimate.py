@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from bench.bench_trainer import MEMORY_PASS, make_dataset, measured_now
 
 RESULTS = Path(__file__).parent / "results"
@@ -354,6 +356,8 @@ def main() -> None:
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
+            # AVX2 or AVX512/AMX: this project's CPU machines are of either kind.
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "load_average_at_start": os.getloadavg(),
         },
         "memory": [],
