@@ -42,7 +42,7 @@ def load_tokenizer(base_model: Path):
     return AutoTokenizer.from_pretrained(base_model)
 
 
-def base_dtype(method: str, device: torch.device) -> torch.dtype:
+def base_dtype(device: torch.device) -> torch.dtype:
     """The dtype of the base's unquantized weights and of QLoRA's 4-bit compute.
 
     bf16 on CUDA; fp32 on every CPU. Without native bf16 PyTorch emulates it
@@ -82,11 +82,11 @@ def load_base(base_model: Path, method: str, device: torch.device, attention: st
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=base_dtype(method, device),
+            bnb_4bit_compute_dtype=base_dtype(device),
         )
     return AutoModelForCausalLM.from_pretrained(
         base_model,
-        dtype=base_dtype(method, device),
+        dtype=base_dtype(device),
         quantization_config=quantization,
         device_map={"": device},
         attn_implementation=attention,

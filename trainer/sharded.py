@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 def build_on_meta(
     base_model: Path,
-    method: str,
     lora: LoraSettings,
     device: torch.device,
     gradient_checkpointing: bool,
@@ -55,7 +54,7 @@ def build_on_meta(
     config = AutoConfig.from_pretrained(base_model)
     with torch.device("meta"):
         base = AutoModelForCausalLM.from_config(
-            config, dtype=base_dtype(method, device), attn_implementation=attention
+            config, dtype=base_dtype(device), attn_implementation=attention
         )
     return prepare_for_training(base, lora, gradient_checkpointing)
 

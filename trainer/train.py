@@ -12,8 +12,8 @@ What it does, and the trade-offs it makes:
   by default; **LoRA** trains on a bf16 base (fp32 on CPU). Gradient
   checkpointing trades ~30% more compute for much less activation memory.
   On CPU, LoRA dropout draws its masks four to a random 64-bit number
-  (dropout.py): masks like
-  `nn.Dropout`'s, with p rounded to 1/32768, at a fraction of the cost.
+  (dropout.py): masks like `nn.Dropout`'s, with p rounded to 1/32768, at a
+  fraction of the cost.
 - **Packing** fills every row with whole examples and no padding; position ids
   restart per example and attention stays inside each example, so packing
   changes the speed, not the loss.
@@ -175,7 +175,7 @@ def setup(
             return_freed_buffers_on_cpu()
         log.info("building %s on the meta device, to load it shard by shard", base_model)
         model = build_on_meta(
-            base_model, config.method, config.lora, device,
+            base_model, config.lora, device,
             config.training.gradient_checkpointing, pick_attention(base_model, device),
         )  # fmt: skip
     else:

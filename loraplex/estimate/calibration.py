@@ -1,7 +1,7 @@
 """A few of the run's own training steps on this CPU, timed: the CPU time estimate's input.
 
 The model is the run's, with random weights: built from `config.json` at
-the trainer's dtype for this method and CPU (trainer/model.py's
+the trainer's dtype on the CPU (trainer/model.py's
 `base_dtype`), its decoder's linear layers swapped for bitsandbytes' 4-bit
 NF4 for QLoRA, then made trainable by the trainer's own
 `prepare_for_training` and CPU dropout. The steps are the trainer's own
@@ -39,7 +39,7 @@ def random_model(config: TrainConfig, hf_config):
     )
 
     cpu = torch.device("cpu")
-    dtype = base_dtype(config.method, cpu)
+    dtype = base_dtype(cpu)
     attention = "sdpa"
     if hf_config.model_type in PER_EXAMPLE_ATTENTION_MODEL_TYPES:
         from loraplex.trainer.attention import NAME as attention  # registers it

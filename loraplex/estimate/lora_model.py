@@ -12,18 +12,18 @@ from loraplex.estimate.architecture import META_ATTENTION, meta_model
 from loraplex.trainer.config import LoraSettings
 
 
-def compute_dtype(method: str, device_kind: str) -> torch.dtype:
+def compute_dtype(device_kind: str) -> torch.dtype:
     """The dtype of the base's activations: trainer/model.py's own choice."""
     from loraplex.trainer.model import base_dtype
 
-    return base_dtype(method, torch.device(device_kind))
+    return base_dtype(torch.device(device_kind))
 
 
-def meta_lora_model(hf_config, method: str, lora: LoraSettings, device_kind: str):
+def meta_lora_model(hf_config, lora: LoraSettings, device_kind: str):
     from loraplex.trainer.model import add_lora
 
     register_meta_attention()
-    model = meta_model(hf_config, compute_dtype(method, device_kind), META_ATTENTION)
+    model = meta_model(hf_config, compute_dtype(device_kind), META_ATTENTION)
     for param in model.parameters():
         param.requires_grad_(False)
     peft_model = add_lora(model, lora)

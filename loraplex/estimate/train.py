@@ -36,7 +36,7 @@ def estimate_training(
     """
     hf_config = read_config(base_model)
     method, checkpointing = config.method, config.training.gradient_checkpointing
-    model = meta_lora_model(hf_config, method, config.lora, device.kind)
+    model = meta_lora_model(hf_config, config.lora, device.kind)
     arch = describe(model.get_base_model())
     flat = per_example_attention(arch.model_type, device.kind)
     planned = shape_source.plan_data(config, base_model) if with_data else None
@@ -51,7 +51,7 @@ def estimate_training(
     if ranks > 1:
         setting = config.training.distributed
         strategy = "ddp" if setting == "auto" else setting
-        size = compute_dtype(method, device.kind).itemsize
+        size = compute_dtype(device.kind).itemsize
         state = mem.shard_items(state, arch, lora_params, size, strategy, ranks)
     tensors = [*state, *mem.activation_items(acts, arch, checkpointing)]
     items = tensors + mem.runtime_items(device.kind, sum(i.bytes for i in tensors))
@@ -68,7 +68,7 @@ def estimate_training(
         lora_params=lora_params,
         shapes=shapes,
         items=items,
-        activation_bytes_per_token=per_token_activations(model, arch, method, device.kind),
+        activation_bytes_per_token=per_token_activations(model, arch, device.kind),
         ranks=ranks,
         strategy=strategy,
     )
@@ -79,11 +79,11 @@ def estimate_training(
     return estimate
 
 
-def per_token_activations(model, arch, method: str, device_kind: str) -> dict[str, float]:
+def per_token_activations(model, arch, device_kind: str) -> dict[str, float]:
     """Activation bytes per token of the whole decoder, with and without checkpointing."""
     from loraplex.estimate.activations import measure_layer
 
-    layer = measure_layer(model, 1024, compute_dtype(method, device_kind))
+    layer = measure_layer(model, 1024, compute_dtype(device_kind))
     return {
         "with_checkpointing": arch.layers * layer.input_bytes / layer.tokens,
         "without_checkpointing": arch.layers * layer.per_token,

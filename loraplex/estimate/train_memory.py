@@ -50,9 +50,9 @@ class Activations:
 
 
 def weight_items(arch: Architecture, method: str, device_kind: str) -> list[MemoryItem]:
-    # What is not quantized stays at the compute dtype: bf16, or fp32 on a CPU
-    # without native bf16 (trainer/model.py's base_dtype).
-    size = compute_dtype(method, device_kind).itemsize
+    # What is not quantized stays at the compute dtype: bf16 on CUDA, fp32 on
+    # the CPU (trainer/model.py's base_dtype).
+    size = compute_dtype(device_kind).itemsize
     name = "bf16" if size == 2 else "fp32"
     if method == "qlora":
         return [
@@ -107,7 +107,7 @@ def activations(
     shapes: Shapes,
     checkpointing: bool,
 ) -> Activations:
-    dtype = compute_dtype(method, device_kind)
+    dtype = compute_dtype(device_kind)
     act = dtype.itemsize
     layer = measure_layer(peft_model, shapes.tokens, dtype)
     # The decoder's final norm and last hidden state, kept for the head's backward.

@@ -39,7 +39,7 @@ def variant(tiny_model_dir: Path, out: Path, tied: bool, shard_size: str | None)
 
 
 def built_on_meta(base: Path, seed: int):
-    model = build_on_meta(base, "lora", LORA, CPU, False, pick_attention(base, CPU))
+    model = build_on_meta(base, LORA, CPU, False, pick_attention(base, CPU))
     assert all(p.is_meta for p in model.parameters())
     materialize(model, base, CPU, seed)
     return model
@@ -85,7 +85,7 @@ def test_a_checkpoint_without_a_weight_is_refused_with_its_name(tiny_model_dir, 
     weights = load_file(base / "model.safetensors")
     del weights["model.layers.1.mlp.up_proj.weight"]
     save_file(weights, base / "model.safetensors")
-    model = build_on_meta(base, "lora", LORA, CPU, False, pick_attention(base, CPU))
+    model = build_on_meta(base, LORA, CPU, False, pick_attention(base, CPU))
     missing = r"'model.layers.1.mlp.up_proj.weight'.*--distributed ddp"
     with pytest.raises(ConfigError, match=missing):
         materialize(model, base, CPU, seed=0)
