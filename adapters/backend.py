@@ -63,6 +63,14 @@ class Backend(ABC):
         entries (`StartAfter` on S3), however long the store's other folders are."""
 
     @abstractmethod
+    def folders(self, after: str = "") -> list[str]:
+        """The store's top-level folders (dot names hidden) whose names sort
+        after `after`, sorted: a listing of names only, never a walk of every
+        key (on S3 one delimited LIST call per thousand names, starting at
+        `after`). Servers order common prefixes differently (AWS by `name/`
+        byte order, SeaweedFS by name), so the order is made here."""
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove one object; nothing happens if it does not exist."""
 

@@ -72,10 +72,8 @@ def list_adapters(
     """List adapters with their versions and aliases, a page at a time."""
 
     def action(s: Store):
-        catalog = s.catalog()  # one listing of the store, whatever its size
-        names = [n for n in catalog if after is None or n > after]
-        rows = [{"name": n, "versions": catalog[n], "aliases": s.aliases(n)} for n in names[:limit]]
-        return rows, len(names) > limit
+        page, more = s.catalog_page(after or "", limit)
+        return [{"name": n, "versions": v, "aliases": s.aliases(n)} for n, v in page.items()], more
 
     rows, more = _run(store, action)
     lines = [

@@ -158,6 +158,18 @@ class LocalBackend(Backend):
             raise StoreUnavailable(f"cannot list {self.url}/{prefix}: {exc}") from exc
         return sorted(names)
 
+    def folders(self, after: str = "") -> list[str]:
+        self._check_root()
+        try:
+            with os.scandir(self.root) as entries:
+                return sorted(
+                    e.name
+                    for e in entries
+                    if e.name > after and not e.name.startswith(".") and e.is_dir()
+                )
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot list {self.url}: {exc}") from exc
+
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink(missing_ok=True)

@@ -90,13 +90,18 @@ class S3Backend(Backend):
             return self._put(key, data, IfNoneMatch="*")
         return self._put(key, data, IfMatch=token)
 
-    def _list(self, base: str, delimiter: str) -> tuple[list[str], list[str]]:
+    def _list(
+        self, base: str, delimiter: str, start_after: str = ""
+    ) -> tuple[list[str], list[str]]:
         """(keys, common prefixes) under `base`, both relative to it, over every page."""
         keys: list[str] = []
         prefixes: list[str] = []
+        options = {"Delimiter": delimiter} if delimiter else {}
+        if start_after:
+            options["StartAfter"] = start_after
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=base, **({"Delimiter": delimiter} if delimiter else {})
+                Bucket=self.bucket, Prefix=base, **options
             )
             for page in pages:
                 prefixes += [p["Prefix"][len(base) :] for p in page.get("CommonPrefixes", [])]
@@ -157,6 +162,12 @@ class S3Backend(Backend):
         except (ClientError, BotoCoreError) as exc:
             raise self._unavailable(exc) from exc
         return sorted(n for n in names if n)
+
+    def folders(self, after: str = "") -> list[str]:
+        base = self._folder("")
+        # StartAfter skips what sorts before `after` in either server's order.
+        _, prefixes = self._list(base, "/", start_after=base + after if after else "")
+        return sorted(n for p in prefixes if (n := p.rstrip("/")) > after and n[:1] != ".")
 
     def delete(self, key: str) -> None:
         try:  # S3 answers 204 for a key that does not exist

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from loraplex.adapters import cache, changes
+from loraplex.adapters import cache, changes, snapshot
 from loraplex.adapters.backend import Backend
 from loraplex.adapters.errors import (
     AdapterNotFound,
@@ -96,6 +96,18 @@ class Store:
                 versions.setdefault(m[1], []).append(int(m[2]))
         return {n: sorted(versions[n]) for n in sorted(versions)}
 
+    def catalog_page(self, after: str = "", limit: int = 100) -> tuple[dict[str, list[int]], bool]:
+        """Up to `limit` names after `after` → their committed versions, sorted,
+        and whether more follow: a listing of the top-level names, then one
+        listing per name on the page, not a walk of every key in the store."""
+        page: dict[str, list[int]] = {}
+        for name in self.backend.folders(after):
+            if _is_name(name) and (versions := self.list_versions(name)):
+                if len(page) == limit:
+                    return page, True
+                page[name] = versions  # a folder without a committed version is no adapter
+        return page, False
+
     def alias_stamps(self) -> dict[str, str | None]:
         """Every name with a committed version → its aliases.json stamp (None:
         no aliases), from one listing: a poller re-reads only what changed."""
@@ -112,6 +124,12 @@ class Store:
     def aliases(self, name: str) -> dict[str, int]:
         check_name(name)
         return self._parse_aliases(name, self.backend.read(f"{name}/{ALIASES}"))
+
+    def aliases_with_digest(self, name: str) -> tuple[dict[str, int], str]:
+        """`aliases`, and the MD5 of the bytes they came from (for `snapshot`)."""
+        check_name(name)
+        data = self.backend.read(f"{name}/{ALIASES}")
+        return self._parse_aliases(name, data), snapshot.digest(data)
 
     def _parse_aliases(self, name: str, data: bytes | None) -> dict[str, int]:
         where = f"{self.url}/{name}/{ALIASES}"

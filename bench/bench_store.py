@@ -13,11 +13,14 @@ network. Results: bench/results/store.json (MB = 10^6 bytes).
 
 With `--many N` it measures instead what a store of N adapters costs the
 gateway and the CLI, on both backends (bench/results/store-many.json): the
-index's first refresh (every aliases.json read), its steady poll (the
-change feed: one short listing), a poll after one alias move, the periodic
-full walk (one listing of the whole store, nothing re-read), building the
-/v1/models answer (first call, then with every card built), the memory the
-index holds, and the first page of `loraplex adapters list`. The store
+index's first refresh (every aliases.json read), a second gateway's first
+refresh from the alias snapshot the first one wrote (S3 only: local stamps
+are no MD5s), its steady poll (the change feed: one short listing), a poll
+after one alias move, the periodic full walk (one listing of the whole
+store, nothing re-read), building the /v1/models answer (first call, then
+with every card built), the memory the index holds (measured on a third
+index, since tracing slows what it measures), and the first page of
+`loraplex adapters list` next to the whole-store walk it replaced. The store
 holds each name's committed layout (`v1/manifest.json`, `aliases.json`),
 written directly: listing and polling
 never open a manifest, so full adapters would only make the setup slower.
@@ -146,16 +149,24 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
 def run_many(url: str, n: int) -> dict:
     import tracemalloc
 
+    from typer.testing import CliRunner
+
+    from loraplex.adapters.cli import app
     from loraplex.serve.index import AdapterIndex
     from loraplex.serve.model_cards import ModelCards
 
     store = open_store(url)
     setup, _ = timed(lambda: populate(store, n))
-    tracemalloc.start()
     index = AdapterIndex(store)
-    first, _ = timed(index.refresh)
+    first, _ = timed(index.refresh)  # reads every aliases.json, then writes the snapshot
+    cold = AdapterIndex(store)
+    from_snapshot, _ = timed(cold.refresh)
+    tracemalloc.start()
+    traced = AdapterIndex(store)
+    traced.refresh()
     index_bytes = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
+    del traced
     steady, _ = timed(index.refresh, repeat=3)  # the change feed: one short listing
     store.set_alias("m00042", "prod", 1)
     after_move, _ = timed(index.refresh)
@@ -171,16 +182,24 @@ def run_many(url: str, n: int) -> dict:
     first_models, _ = timed(models_body)
     models, body = timed(models_body, repeat=3)
 
-    def first_page() -> list:
+    def first_page() -> list:  # what `loraplex adapters list` prints first
+        result = CliRunner().invoke(app, ["list", "--json", "--store", url])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    def first_page_by_walk() -> list:  # how it listed before `Store.catalog_page`
         catalog = store.catalog()
         return [(x, catalog[x], store.aliases(x)) for x in list(catalog)[:100]]
 
-    page, rows = timed(first_page)
-    assert len(rows) == 100
+    page, rows = timed(first_page, repeat=3)
+    page_by_walk, rows_by_walk = timed(first_page_by_walk, repeat=3)
+    assert [r["name"] for r in rows] == [r[0] for r in rows_by_walk] and len(rows) == 100
     return {
         "adapters": n,
         "setup_s": setup,
         "index_first_refresh_s": first,
+        "index_first_refresh_from_snapshot_s": from_snapshot,
+        "names_from_snapshot": cold.names_from_snapshot,
         "index_poll_s": steady,
         "index_poll_after_one_alias_move_s": after_move,
         "index_full_walk_s": walk,
@@ -189,6 +208,7 @@ def run_many(url: str, n: int) -> dict:
         "v1_models_s": models,
         "v1_models_bytes": len(body),
         "adapters_list_first_page_s": page,
+        "adapters_list_first_page_by_walk_s": page_by_walk,
     }
 
 

@@ -9,6 +9,10 @@ A poll reads the store's change feed (`adapters/changes.py`): one short
 listing, then only the changed names' aliases. A full walk of the store
 runs first, and then every `full_every` seconds (at least ten times as long
 as the last walk took), to catch what the feed cannot report.
+
+The first walk starts from the store's alias snapshot (`adapters/snapshot.py`)
+and reads only the names it does not vouch for; after a walk that had to
+read many names, the index writes a fresh snapshot for the next cold start.
 """
 
 import asyncio
@@ -18,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from loraplex.adapters import AdapterNotFound, AdapterRef, Store, StoreUnavailable
+from loraplex.adapters import AdapterNotFound, AdapterRef, Store, StoreUnavailable, snapshot
 from loraplex.adapters.changes import ChangeFeed
 
 logger = logging.getLogger(__name__)
@@ -26,6 +30,9 @@ logger = logging.getLogger(__name__)
 LATEST = "latest"
 READERS = 16  # parallel aliases.json reads when many changed (the first refresh)
 FULL_EVERY = 60.0  # seconds between full walks of the store, at least
+# Names read from the store since the last snapshot before a walk writes a new
+# one: a small store is never written to, a large one at most once a walk.
+SNAPSHOT_AFTER = 100
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,12 @@ def not_found(ref: AdapterRef) -> AdapterNotFound:
 
 class AdapterIndex:
     def __init__(
-        self, store: Store, *, miss_ttl: float = 1.0, full_every: float = FULL_EVERY
+        self,
+        store: Store,
+        *,
+        miss_ttl: float = 1.0,
+        full_every: float = FULL_EVERY,
+        snapshot_after: int = SNAPSHOT_AFTER,
     ) -> None:
         self.store = store
         self._feed = ChangeFeed(store.backend)
@@ -67,6 +79,13 @@ class AdapterIndex:
         # Versions an alias moved to (a publish moves `latest`) since the last
         # `take_moved`, for the gateway to prefetch; the first refresh adds none.
         self._moved: list[AdapterVersion] = []
+        # name → (MD5 of the aliases.json bytes, the aliases read from them): the
+        # snapshot's entries, each pair read together.
+        self._read: snapshot.Entries = {}
+        self._snapshot_after = snapshot_after
+        self._read_since_snapshot = 0
+        self._snapshot_wanted = True
+        self.names_from_snapshot = 0
 
     def names(self) -> list[str]:
         return sorted(self._aliases)
@@ -100,11 +119,49 @@ class AdapterIndex:
         started = time.monotonic()
         self._feed.changed_names()  # first: a change during the walk is reported next time
         stamps = self.store.alias_stamps()
+        if not self._refreshed:
+            self._start_from_snapshot(stamps)
         fresh = self._read_changed(stamps)
         self._stamps = stamps
+        self._write_snapshot_if_stale(stamps, fresh)
         self._last_walk = time.monotonic()
         self._walk_seconds = self._last_walk - started
         return fresh
+
+    def _start_from_snapshot(self, stamps: dict[str, str | None]) -> None:
+        """Take each name's aliases from the snapshot where the listing shows
+        the very bytes the snapshot read: `_read_changed` then skips them."""
+        vouched = {
+            name: (md5, aliases)
+            for name, (md5, aliases) in snapshot.read(self.store.backend).items()
+            if snapshot.matches(stamps.get(name), md5)
+        }
+        for name, (_, aliases) in vouched.items():
+            self._aliases[name], self._stamps[name] = aliases, stamps[name]
+        self._read.update(vouched)
+        self.names_from_snapshot = len(vouched)
+        if vouched:
+            logger.info(
+                "adapter index: %d of %d names from the alias snapshot", len(vouched), len(stamps)
+            )
+
+    def _write_snapshot_if_stale(
+        self, stamps: dict[str, str | None], fresh: dict[str, dict[str, int]]
+    ) -> None:
+        if not self._snapshot_wanted or self._read_since_snapshot < max(
+            self._snapshot_after, len(fresh) // 100
+        ):
+            return
+        entries = {
+            name: pair
+            for name, pair in self._read.items()
+            if name in fresh and snapshot.matches(stamps.get(name), pair[0])
+        }
+        # Stamps that are not MD5s (a local store) would never vouch for an entry.
+        self._snapshot_wanted = bool(entries) and snapshot.write(self.store.backend, entries)
+        self._read_since_snapshot = 0
+        if self._snapshot_wanted:
+            logger.info("adapter index: wrote an alias snapshot of %d names", len(entries))
 
     def _follow_feed(self) -> dict[str, dict[str, int]]:
         changed = sorted(self._feed.changed_names())
@@ -118,10 +175,16 @@ class AdapterIndex:
         return dict(sorted(fresh.items()))
 
     def _read_many(self, names: list[str]) -> list[dict[str, int]]:
+        read = self.store.aliases_with_digest
         if len(names) > 1:  # on S3 each read is a round trip
             with ThreadPoolExecutor(READERS) as pool:
-                return list(pool.map(self.store.aliases, names))
-        return [self.store.aliases(name) for name in names]
+                results = list(pool.map(read, names))
+        else:
+            results = [read(name) for name in names]
+        for name, (aliases, md5) in zip(names, results, strict=True):
+            self._read[name] = (md5, aliases)
+        self._read_since_snapshot += len(names)
+        return [aliases for aliases, _ in results]
 
     def _read_changed(self, stamps: dict[str, str | None]) -> dict[str, dict[str, int]]:
         """Each name's aliases, read only where aliases.json changed since the

@@ -103,3 +103,16 @@ def test_delete_and_delete_tree(backend):
     # An emptied folder may still be listed (SeaweedFS keeps it; AWS S3 does not):
     # the store never relies on it being gone, only on a version's manifest.
     assert set(backend.children("chat")) <= {"v1", "v2"}
+
+
+def test_folders_lists_top_level_names_after_a_name(backend):
+    for name in ["a", "a-b", "a_b", "b"]:
+        backend.write(f"{name}/v1/manifest.json", b"{}")
+    backend.write(".changes/1", b"")  # hidden
+    backend.write("notes.txt", b"")  # an object, not a folder
+    # Sorted by name, though S3 itself lists `a-b/` before `a/` (byte order of the key).
+    assert backend.folders() == ["a", "a-b", "a_b", "b"]
+    assert backend.folders("a") == ["a-b", "a_b", "b"]
+    assert backend.folders("a-b") == ["a_b", "b"]
+    assert backend.folders("a0") == ["a_b", "b"]
+    assert backend.folders("b") == []

@@ -186,3 +186,23 @@ def test_list_pages_through_many_names(tmp_path):
     rest = ok_json("list", "--limit", "20", "--after", "n09", *s)
     assert [r["name"] for r in rest] == [f"n{i:02d}" for i in range(10, 25)]
     assert rest[0] == {"name": "n10", "versions": [1], "aliases": {"latest": 1}}
+
+
+def test_list_pages_visit_each_adapter_once(store):
+    names = ["a", "a-b", "a.c", "a_d", "b"]
+    for name in names:
+        store.backend.write(f"{name}/v1/manifest.json", b"{}")
+    store.backend.write("empty/v1/.claim", b"")  # a claimed version, never committed
+    seen, after = [], []
+    while True:
+        args = ["list", "--json", "--limit", "2", "--store", store.url, *after]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        page = [r["name"] for r in json.loads(result.stdout)]
+        assert 1 <= len(page) <= 2
+        seen += page
+        if "more: --after" not in result.stderr:
+            break
+        after = ["--after", result.stderr.split("--after ")[1].strip()]
+        assert after[1] == page[-1]
+    assert sorted(seen) == names and len(seen) == len(names)

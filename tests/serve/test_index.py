@@ -16,9 +16,13 @@ class CountingStore(Store):
         self.reads += 1
         return super().aliases(name)
 
+    def aliases_with_digest(self, name: str) -> tuple[dict[str, int], str]:
+        self.reads += 1
+        return super().aliases_with_digest(name)
 
-def seeded(tmp_path, names: int) -> CountingStore:
-    store = CountingStore(open_store(f"file://{tmp_path}").backend)
+
+def seeded(tmp_path, names: int, url: str | None = None) -> CountingStore:
+    store = CountingStore(open_store(url or f"file://{tmp_path}").backend)
     for i in range(names):
         store.backend.write(f"a{i}/v1/manifest.json", b"{}")
         store.backend.write(f"a{i}/aliases.json", b'{"latest": 1}')
