@@ -22,7 +22,7 @@ SmolLM2 4-bit) takes hours on a CPU; `--n`, `--concurrency`, `--models` and
 `--configs` choose a part. Results: bench/results/scaling-<model>.json.
 
     .venv/bin/python -m bench.bench_scaling [--models tiny] [--n 1 16 64]
-        [--concurrency 16] [--configs today loraplex-8 loraplex] [--prompts 128]
+        [--concurrency 16] [--configs today loraplex-8 loraplex] [--prompts 128] [--tag large-n]
 """
 
 import argparse
@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--note", default="", help="Written into the results (e.g. the load).")
+    parser.add_argument("--tag", default="", help="Results go to scaling-<model>-<tag>.json.")
     args = parser.parse_args()
     random.seed(0)
     ns = sorted(set(args.n) | {1})
@@ -203,7 +204,7 @@ def main() -> None:
             result = run_model(model, ns, args.concurrency, args.configs, args.prompts, Path(tmp))
             result["note"] = args.note
             RESULTS.mkdir(exist_ok=True)
-            path = RESULTS / f"scaling-{model}.json"
+            path = RESULTS / f"scaling-{model}{'-' + args.tag if args.tag else ''}.json"
             path.write_text(json.dumps(result, indent=2) + "\n")
             print(f"wrote {path}")
 

@@ -1,5 +1,7 @@
 """The plugin: found through vLLM's entry points, installs the chosen ops on CPU."""
 
+import os
+
 import pytest
 import vllm.lora.ops.torch_ops as vllm_ops
 import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
@@ -64,3 +66,21 @@ def test_startup_log_names_the_active_ops_once(monkeypatch, caplog):
         plugin.register()
     lines = [r.getMessage() for r in caplog.records if r.name == plugin.logger.name]
     assert lines == ["CPU LoRA ops: loraplex (LORAPLEX_CPU_LORA_OPS=loraplex)"]
+
+
+def test_the_serve_setting_reaches_the_engine_environment(monkeypatch):
+    """`loraplex serve --cpu-lora-ops vllm` sets the variable the engine processes inherit."""
+    from loraplex.serve.app import prepare_environment
+    from loraplex.serve.settings import ServeSettings
+
+    # Set first, so that the test restores what prepare_environment overwrites.
+    monkeypatch.setenv(plugin.ENV, "loraplex")
+    monkeypatch.setenv("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "1")
+    monkeypatch.setenv("LORAPLEX_ADAPTER_MAX_WAIT", "30")
+    monkeypatch.delenv("VLLM_PLUGINS", raising=False)
+    prepare_environment(ServeSettings(cpu_lora_ops="vllm"))
+    assert os.environ[plugin.ENV] == "vllm"
+    plugin.register()
+    assert plugin.active_cpu_lora_ops() == "vllm"
+    monkeypatch.setenv(plugin.ENV, "loraplex")
+    plugin.register()
