@@ -19,6 +19,13 @@ VERSION_PATTERN = re.compile(r"[0-9]+")
 LATEST = "latest"
 
 
+def is_alias_map(value: object) -> bool:
+    """Whether `value` is what an aliases.json holds: an object of alias → version."""
+    return isinstance(value, dict) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value.values()
+    )
+
+
 RESERVED = "ft"  # `ft:...` is a fine-tuned model id (loraplex/jobs/names.py), never name:alias
 
 

@@ -23,6 +23,7 @@ import logging
 
 from loraplex.adapters.backend import Backend
 from loraplex.adapters.errors import StoreUnavailable
+from loraplex.adapters.refs import is_alias_map
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,7 @@ def read(backend: Backend) -> Entries:
         return {
             name: (md5, aliases)
             for name, (md5, aliases) in raw.items()
-            if isinstance(md5, str)
-            and isinstance(aliases, dict)
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in aliases.values())
+            if isinstance(md5, str) and is_alias_map(aliases)
         }
     except (ValueError, TypeError, AttributeError) as exc:  # a cache: ignore what is not one
         logger.warning("ignoring the unreadable alias snapshot %s/%s: %s", backend.url, KEY, exc)

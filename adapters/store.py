@@ -36,7 +36,7 @@ from loraplex.adapters.errors import (
 )
 from loraplex.adapters.fingerprint import fingerprint_base_model
 from loraplex.adapters.manifest import BaseModelInfo, FileEntry, Manifest
-from loraplex.adapters.refs import LATEST, AdapterRef, check_name
+from loraplex.adapters.refs import LATEST, AdapterRef, check_name, is_alias_map
 from loraplex.adapters.validate import (
     CONFIG_FILE,
     parse_config,
@@ -122,8 +122,7 @@ class Store:
         return sorted(int(m[2]) for k in keys if (m := COMMITTED.fullmatch(f"{name}/{k}")))
 
     def aliases(self, name: str) -> dict[str, int]:
-        check_name(name)
-        return self._parse_aliases(name, self.backend.read(f"{name}/{ALIASES}"))
+        return self.aliases_with_digest(name)[0]
 
     def aliases_with_digest(self, name: str) -> tuple[dict[str, int], str]:
         """`aliases`, and the MD5 of the bytes they came from (for `snapshot`)."""
@@ -137,9 +136,7 @@ class Store:
             aliases = json.loads(data) if data else {}
         except ValueError as exc:  # UnicodeDecodeError is a ValueError too
             raise IntegrityError(f"{where} is corrupt: {exc}") from exc
-        if not isinstance(aliases, dict) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in aliases.values()
-        ):
+        if not is_alias_map(aliases):
             raise IntegrityError(f"{where} is corrupt: not an object of alias → version")
         return aliases
 
