@@ -12,10 +12,12 @@ rank 1 runs a filler there (and in eval, which has one micro-batch).
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -60,10 +62,34 @@ def torchrun(*args, nproc: int = 2) -> list[str]:
     return [*command, f"--nproc-per-node={nproc}", "-m", "loraplex.cli", "train", *map(str, args)]
 
 
-def run_ok(command: list[str]) -> subprocess.CompletedProcess:
+def run_ok(command: list[str], *, retry_on_signal: bool = False) -> subprocess.CompletedProcess:
+    """Run a launch that must succeed. With `retry_on_signal`, a launch whose rank was
+    killed by a signal from native code (gloo has aborted a rank with SIGABRT once in
+    CI, pytorch/pytorch#188266 is one such abort) runs once more; a Python error never
+    does."""
     done = subprocess.run(command, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
-    assert done.returncode == 0, done.stderr[-4000:]
+    if done.returncode != 0 and retry_on_signal and killed_by_signal(done.stderr):
+        report = failure_report(done)
+        warnings.warn(f"a rank died by a signal; launching again:\n{report}", stacklevel=2)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert done.returncode == 0, failure_report(done)
     return done
+
+
+def killed_by_signal(stderr: str) -> bool:
+    """True when torchrun's root cause (the first rank to fail) died by a signal."""
+    _, _, root = stderr.partition("Root Cause")
+    exitcode = re.search(r"exitcode\s*:\s*(-?\d+)", root)
+    return exitcode is not None and int(exitcode.group(1)) < 0
+
+
+def failure_report(done: subprocess.CompletedProcess) -> str:
+    """What the ranks printed, with rank 0's traceback (often only "connection reset
+    by peer" from the rank that failed first) cut to its last lines."""
+    lines = done.stderr.splitlines()
+    others = [line for line in lines if not line.startswith("[rank0]:")]
+    rank0 = [line for line in lines if line.startswith("[rank0]:")][-10:]
+    return "\n".join([*others[-60:], *rank0])[-6000:]
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -185,7 +211,8 @@ def test_fsdp2_a_killed_rank_fails_the_job_and_two_ranks_resume_to_the_one_proce
     assert not (tmp_path / "run" / "adapter").exists()
     assert open_store(store).list_versions("bot") == []
 
-    run_ok(torchrun("-c", config, "--distributed", "fsdp", "--resume", "--no-progress"))
+    resume = torchrun("-c", config, "--distributed", "fsdp", "--resume", "--no-progress")
+    run_ok(resume, retry_on_signal=True)
     run = tmp_path / "run"
     assert_same_adapter(weights(run), weights(one_process))
     assert_same_losses(record(run), record(one_process))
