@@ -69,7 +69,7 @@ def prepare_environment(settings: ServeSettings) -> None:
         os.environ.pop(var, None)
     # An explicit plugin list must keep 4-bit loading and loraplex's CPU ops.
     if plugins := os.environ.get("VLLM_PLUGINS"):
-        needed = ["bitsandbytes", "loraplex_cpu_lora_ops"]
+        needed = ["bitsandbytes", "loraplex_cpu_lora_ops", "loraplex_cpu"]
         names = [p for p in plugins.split(",") if p]
         os.environ["VLLM_PLUGINS"] = ",".join(names + [n for n in needed if n not in names])
 

@@ -35,7 +35,7 @@ def serve(
     poll_interval: float = typer.Option(None, help="Seconds between store polls."),
     scheduler: str = typer.Option(None, help="Admission: loraplex (default) or vllm."),
     adapter_max_wait: float = typer.Option(None, help="Max s an adapter waits for a slot (2)."),
-    cpu_lora_ops: str = typer.Option(None, help="loraplex (default) or vllm; CPU only."),
+    cpu_lora_ops: str = typer.Option(None, help="loraplex (default), grouped or vllm; CPU only."),
     api_keys_file: Path = typer.Option(None, help="JSON API keys (see `loraplex new-key`)."),
     metrics_require_key: bool = typer.Option(None, help="Put /metrics behind a key."),
     max_body_bytes: int = typer.Option(None, help="Largest request body (default 4 MiB)."),

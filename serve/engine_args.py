@@ -73,6 +73,7 @@ def size_lora_slots(settings: ServeSettings, args: Namespace, passthrough: list[
         max_num_seqs=max_num_seqs,
         budget_mib=budget,
         explicit=explicit,
+        fused_cpu_copy=current_platform.is_cpu() and settings.cpu_lora_ops == "loraplex",
     )
     args.max_loras = plan.max_loras
     # vLLM needs the CPU tier to hold at least one adapter per slot.

@@ -64,8 +64,10 @@ class ServeSettings(BaseSettings):
         gt=0,
         description="Seconds an adapter may wait for a LoRA slot before one is drained for it.",
     )
-    cpu_lora_ops: Literal["loraplex", "vllm"] = Field(
-        default="loraplex", description="LoRA ops on the CPU platform (no effect on CUDA)."
+    cpu_lora_ops: Literal["loraplex", "grouped", "vllm"] = Field(
+        default="loraplex",
+        description="LoRA ops on the CPU platform (no effect on CUDA): loraplex (fused), "
+        "grouped (slice by slice, for comparisons) or vllm's own.",
     )
     # Access
     api_keys_file: Path | None = Field(

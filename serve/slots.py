@@ -9,6 +9,9 @@ half the concurrency idle). So, unless `--max-loras` is given:
     slots = min(max_num_seqs, budget // slot_bytes)
     slot_bytes = max_rank × Σ(in + out) of the adaptable layers × dtype bytes
 
+On the CPU, loraplex's punica wrapper also keeps a fused copy of every slot
+(cpu_lora_ops/fused.py), counted in `slot_bytes` there.
+
 `max_num_seqs` is the engine's concurrency (vLLM's default for the platform
 when not given): more slots than running requests can never be used. The
 budget (`--lora-slot-budget-mib`) is 2 GiB on the CPU, where a slot is cheap
@@ -48,6 +51,19 @@ def adaptable_in_out(config: dict) -> int:
     return per_layer * config["num_hidden_layers"]
 
 
+def fused_copy_in_out(config: dict) -> int:
+    """Σ(in + out) of the fused CPU copy of one slot (cpu_lora_ops/fused.py): the
+    slot's own, plus the block-diagonal B's zeros in the merged q/k/v (3 slices)
+    and gate/up (2 slices) modules."""
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    kv = config.get("num_key_value_heads") or heads
+    qkv_out = (heads + 2 * kv) * head_dim
+    zeros = 2 * qkv_out + 2 * config["intermediate_size"]
+    return adaptable_in_out(config) + zeros * config["num_hidden_layers"]
+
+
 def dtype_bytes(dtype: str, config: dict) -> int:
     if dtype == "auto":
         dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
@@ -62,11 +78,15 @@ def plan_slots(
     max_num_seqs: int,
     budget_mib: int,
     explicit: int | None,
+    fused_cpu_copy: bool = False,
 ) -> SlotPlan:
     try:
         config = json.loads((model_dir / "config.json").read_text())
         config = config.get("text_config", config)
-        per_slot = max_rank * adaptable_in_out(config) * dtype_bytes(dtype, config)
+        in_out = adaptable_in_out(config)
+        if fused_cpu_copy:
+            in_out += fused_copy_in_out(config)
+        per_slot = max_rank * in_out * dtype_bytes(dtype, config)
     except (OSError, KeyError, ValueError, TypeError):
         per_slot = None
     if explicit is not None:

@@ -6,7 +6,7 @@ import pytest
 
 from loraplex.serve.engine_args import parse_vllm_args, size_lora_slots, vllm_argv
 from loraplex.serve.settings import ServeSettings
-from loraplex.serve.slots import MIB, adaptable_in_out, plan_slots
+from loraplex.serve.slots import MIB, adaptable_in_out, fused_copy_in_out, plan_slots
 
 SMOLLM2 = {  # SmolLM2-135M's config.json, the fields that matter
     "hidden_size": 576,
@@ -41,6 +41,17 @@ def test_slots_follow_the_concurrency_when_memory_is_cheap(smollm2_dir):
     assert p.max_loras == 128 and p.chosen
 
 
+def test_the_fused_cpu_copy_counts_in_each_slot(smollm2_dir):
+    """loraplex's CPU wrapper keeps a fused copy per slot: A as is, B block-diagonal."""
+    stack = plan(smollm2_dir).slot_bytes
+    both = plan(smollm2_dir, fused_cpu_copy=True).slot_bytes
+    # SmolLM2: q/k/v out 576+192+192, intermediate 1536, 30 layers: B's zeros are
+    # two more q/k/v blocks and one more gate/up block (of two) per layer, rank 16, bf16.
+    zeros = 16 * (2 * 960 + 2 * 1536) * 30 * 2
+    assert both == 2 * stack + zeros
+    assert fused_copy_in_out(SMOLLM2) > adaptable_in_out(SMOLLM2)
+
+
 def test_the_budget_caps_the_slots(smollm2_dir):
     p = plan(smollm2_dir, budget_mib=64)
     assert p.max_loras == 64 * MIB // p.slot_bytes
@@ -70,9 +81,9 @@ def sized(model_dir, passthrough, **settings):
 
 
 def test_serve_sizes_slots_from_max_num_seqs_and_makes_room_in_the_cpu_tier(smollm2_dir):
-    slots, args = sized(smollm2_dir, ["--max-num-seqs", "96"])
-    assert args.max_loras == slots.max_loras == 96
-    assert args.max_cpu_loras >= 96
+    slots, args = sized(smollm2_dir, ["--max-num-seqs", "64"])
+    assert args.max_loras == slots.max_loras == 64
+    assert args.max_cpu_loras >= 64
 
 
 def test_serve_keeps_an_explicit_max_loras_flag_or_setting(smollm2_dir):

@@ -1,0 +1,126 @@
+"""loraplex's CPU platform and punica wrapper: found by vLLM, fused, in step with the slots.
+
+The wrapper gets what vLLM's LoRA layers pass: a merged module's slot stacks
+(`[slots, 1, rank, in]` and `[slots, 1, out, rank]` per slice), its output
+widths, and the batch's mapping through vLLM's own `update_metadata`. The
+reference is the arithmetic itself in float32: every row with an adapter
+gets `x @ A.T @ B.T * scale` per slice, and a row without one is unchanged.
+"""
+
+import pytest
+import torch
+from vllm.lora.layers.utils import LoRAMapping
+from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+from vllm.lora.punica_wrapper.punica_selector import get_punica_wrapper
+from vllm.platforms import current_platform
+from vllm.plugins import load_plugins_by_group
+
+from loraplex.serve.cpu_lora_ops import plugin
+from loraplex.serve.cpu_lora_ops.plan import plan_for_tokens
+from loraplex.serve.cpu_lora_ops.platform import LoraplexCpuPlatform
+from loraplex.serve.cpu_lora_ops.platform_plugin import detect
+from loraplex.serve.cpu_lora_ops.wrapper import LoraplexPunicaWrapperCPU
+
+SLOTS, HIDDEN, RANK = 4, 64, 8
+WIDTHS = (64, 32, 32)  # a QKV-like module: three slices of unequal widths
+# Adapter ids per token (0: no adapter); slot s holds adapter id s + 1.
+MAPPINGS = {
+    "runs": [2] * 9 + [0] * 5 + [4] * 9,
+    "padded": [1, 0, 3, 2, 4, 0, 1, 3, 2, 0, 4, 1, 2, 3, 0, 4] * 2,
+    "sorted": [4 if i == 47 else 3 if i == 21 else 2 if i == 5 else 1 - i % 2 for i in range(120)],
+}
+
+
+@pytest.fixture(autouse=True)
+def restore_default(monkeypatch):
+    yield
+    monkeypatch.delenv(plugin.ENV, raising=False)
+    plugin.register()
+
+
+def stacks(seed: int, slots: int = SLOTS) -> tuple[tuple, tuple]:
+    gen = torch.Generator().manual_seed(seed)
+    a = tuple(0.3 * torch.randn(slots, 1, RANK, HIDDEN, generator=gen) for _ in WIDTHS)
+    b = tuple(0.3 * torch.randn(slots, 1, w, RANK, generator=gen) for w in WIDTHS)
+    return a, b
+
+
+def wrapper(cls, ids: list[int], slot_ids: list[int | None]):
+    w = cls(4096, 256, "cpu")
+    mapping = LoRAMapping(tuple(ids), tuple(ids), is_prefill=False)
+    w.update_metadata(mapping, slot_ids, SLOTS + 1, 32000)
+    return w
+
+
+def expected(y, x, a, b, slots: torch.Tensor, scale: float) -> torch.Tensor:
+    out, offset = y.float().clone(), 0
+    for a_i, b_i, width in zip(a, b, WIDTHS, strict=True):
+        for row, slot in enumerate(slots.tolist()):
+            if slot >= 0:
+                delta = x[row].float() @ a_i[slot, 0].float().T @ b_i[slot, 0].float().T
+                out[row, offset : offset + width] += scale * delta
+        offset += width
+    return out
+
+
+def test_vllm_finds_the_platform_and_builds_the_wrapper():
+    assert load_plugins_by_group("vllm.platform_plugins")["loraplex_cpu"] is detect
+    assert isinstance(current_platform, LoraplexCpuPlatform)
+    assert isinstance(get_punica_wrapper(64, 4, "cpu"), LoraplexPunicaWrapperCPU)
+    assert plugin.active_cpu_lora_ops() == "loraplex"
+
+
+@pytest.mark.parametrize("choice", ["loraplex", "grouped"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", MAPPINGS)
+def test_a_merged_module_gets_each_slices_lora_and_base_rows_stay(
+    layout, dtype, choice, monkeypatch
+):
+    """Fused (`loraplex`) and slice by slice (`grouped`): the same arithmetic."""
+    monkeypatch.setenv(plugin.ENV, choice)
+    plugin.register()
+    ids = MAPPINGS[layout]
+    a, b = (tuple(t.to(dtype) for t in s) for s in stacks(seed=1))
+    w = wrapper(LoraplexPunicaWrapperCPU, ids, [1, 2, 3, 4])
+    slots = w.token_lora_indices.clone()
+    assert plan_for_tokens(slots).kind == layout
+    x = torch.randn(len(ids), HIDDEN).to(dtype)
+    y = torch.randn(len(ids), sum(WIDTHS)).to(dtype)
+    start = y.clone()
+    w.add_lora_linear(y, x, a, b, 0.5, WIDTHS)
+    want = expected(start, x, a, b, slots, 0.5)
+    tol = {"atol": 0.15, "rtol": 0.02} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
+    torch.testing.assert_close(y.float(), want, **tol)
+    assert torch.equal(y[slots < 0], start[slots < 0])
+    assert not torch.equal(y[slots >= 0], start[slots >= 0])
+
+
+def test_an_adapter_written_into_a_slot_is_used_from_the_next_batch():
+    """vLLM writes a slot in place and then maps the new id to it: the fused copy follows."""
+    ids = MAPPINGS["padded"]
+    a, b = stacks(seed=2)
+    x, y0 = torch.randn(len(ids), HIDDEN), torch.randn(len(ids), sum(WIDTHS))
+    w = wrapper(LoraplexPunicaWrapperCPU, ids, [1, 2, 3, 4])
+    w.add_lora_linear(y0.clone(), x, a, b, 1.0, WIDTHS)  # builds the fused copy
+
+    new_a, new_b = stacks(seed=3)
+    for stacked, new in zip((*a, *b), (*new_a, *new_b), strict=True):
+        stacked[2].copy_(new[2])  # as vLLM's set_lora does, slot 2 only
+    later = [5 if i == 3 else i for i in ids]  # adapter 5 now sits in slot 2
+    w.update_metadata(LoRAMapping(tuple(later), tuple(later)), [1, 2, 5, 4], SLOTS + 1, 32000)
+    y = y0.clone()
+    w.add_lora_linear(y, x, a, b, 1.0, WIDTHS)
+    torch.testing.assert_close(y, expected(y0, x, a, b, w.token_lora_indices, 1.0))
+
+
+def test_the_vllm_choice_runs_vllms_own_wrapper_arithmetic(monkeypatch):
+    ids = [1, 2, 3, 4] * 4  # every row has an adapter: vLLM's ops are right there
+    a, b = stacks(seed=5)
+    x, y0 = torch.randn(len(ids), HIDDEN), torch.randn(len(ids), sum(WIDTHS))
+    monkeypatch.setenv(plugin.ENV, "vllm")
+    plugin.register()
+    assert plugin.active_cpu_lora_ops() == "vllm"
+    ours, theirs = y0.clone(), y0.clone()
+    wrapper(LoraplexPunicaWrapperCPU, ids, [1, 2, 3, 4]).add_lora_linear(ours, x, a, b, 1.0, WIDTHS)
+    wrapper(PunicaWrapperCPU, ids, [1, 2, 3, 4]).add_lora_linear(theirs, x, a, b, 1.0, WIDTHS)
+    assert torch.equal(ours, theirs)
