@@ -23,7 +23,7 @@ RUNS = [
     ["bench.bench_trainer"],
     ["bench.bench_eval"],
 ]
-OPS_LOADS = ["base", "one_adapter", "mix_2", "mix_8", "mix_16"]
+OPS_LOADS = ["base", "one_adapter", "mix_2", "mix_8", "mix_16", "distinct_16"]
 
 
 def plot() -> list[Path]:
@@ -40,10 +40,14 @@ def plot() -> list[Path]:
         for ax, row in zip(list(getattr(axes, "flat", [axes])), data["results"], strict=True):
             loads = row["loads"]
             x = range(len(OPS_LOADS))
-            ax.bar([i - 0.2 for i in x], [loads[k]["loraplex_tokens_per_s"] for k in OPS_LOADS],
-                   0.4, label="loraplex ops")  # fmt: skip
-            ax.bar([i + 0.2 for i in x], [loads[k]["vllm_tokens_per_s"] for k in OPS_LOADS],
-                   0.4, label="vLLM 0.32 ops")  # fmt: skip
+            sides = [("loraplex", "loraplex ops"), ("grouped", "loraplex ops, slice by slice"),
+                     ("vllm", "vLLM 0.32 ops")]  # fmt: skip
+            sides = [s for s in sides if f"{s[0]}_tokens_per_s" in loads["base"]]
+            width = 0.8 / len(sides)
+            for j, (key, label) in enumerate(sides):
+                offset = (j - (len(sides) - 1) / 2) * width
+                heights = [loads[k][f"{key}_tokens_per_s"] for k in OPS_LOADS]
+                ax.bar([i + offset for i in x], heights, width, label=label)
             ax.set_xticks(list(x), OPS_LOADS)
             ax.set_ylabel("output tokens/s")
             ax.set_title(row["model"])
