@@ -16,6 +16,7 @@ RESULTS = Path(__file__).parent / "results"
 RUNS = [
     ["bench.bench_store"],
     ["bench.bench_cpu_lora_ops"],
+    ["bench.bench_adapter_cost"],
     ["bench.bench_serve", "--model", "tiny"],
     ["bench.bench_serve", "--model", "smollm2-135m-instruct"],
     ["bench.bench_parity"],
