@@ -37,6 +37,7 @@ def log_serving_estimate(settings: ServeSettings, args: Namespace, vllm_config) 
             gpu_memory_utilization=cache.gpu_memory_utilization,
             device=device,
             kv_cache_space_bytes=getattr(cache, "kv_cache_memory_bytes", None),
+            cpu_lora_ops=settings.cpu_lora_ops,
         )
     except EstimateError as exc:
         logger.warning("no serving estimate: %s", exc)

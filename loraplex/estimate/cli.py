@@ -126,6 +126,9 @@ def estimate_serve(
     kv_cache_space: str = typer.Option(
         None, help="CPU: KV cache size [env VLLM_CPU_KVCACHE_SPACE, GiB]."
     ),
+    cpu_lora_ops: str = typer.Option(
+        "loraplex", help="CPU: loraplex (its fused copies count), grouped or vllm."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
 ) -> None:
     """Weights, LoRA slots and KV cache of `loraplex serve` with these settings."""
@@ -146,6 +149,7 @@ def estimate_serve(
             gpu_memory_utilization=gpu_memory_utilization,
             device=device,
             kv_cache_space_bytes=parse_memory(kv_cache_space) if kv_cache_space else None,
+            cpu_lora_ops=cpu_lora_ops,
         )
 
     _run(run, as_json)

@@ -5,6 +5,10 @@
   about 4.25 bits);
 - LoRA slots, allocated up front: max_loras × max_lora_rank × Σ(in + out)
   over every adapted linear layer × the dtype's bytes;
+- on the CPU with loraplex's ops, their fused copies of the slots
+  (serve/cpu_lora_ops/fused.py), built at the first LoRA batch and so not
+  taken from the KV cache: the slots again, plus the zeros of each merged
+  module's block-diagonal B (q/k/v, gate/up);
 - the KV cache: 2 × layers × kv_heads × head_dim × bytes per token, in
   blocks of the platform's size; its capacity in tokens, and the sequences of
   max_model_len that fit at once.
@@ -61,6 +65,22 @@ def lora_slot_bytes(arch: Architecture, max_loras: int, max_rank: int, size: int
     return max_loras * max_rank * per_layer * arch.layers * size
 
 
+# The modules vLLM merges: one LoRA module of several slices each.
+MERGED_SLICES = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def fused_copy_bytes(arch: Architecture, max_loras: int, max_rank: int, size: int) -> int:
+    """The fused CPU copies of max_loras slots: the slots, plus each merged module's
+    B block-diagonal over its n slices (n - 1 more blocks of its whole width)."""
+    widths = {lin.name: lin.out_features for lin in arch.linears}
+    zeros = 0
+    for group in MERGED_SLICES:
+        slices = [widths[name] for name in group if name in widths]
+        zeros += (len(slices) - 1) * sum(slices) if slices else 0
+    extra = max_loras * max_rank * zeros * arch.layers * size
+    return lora_slot_bytes(arch, max_loras, max_rank, size) + extra
+
+
 def estimate_serving(
     base_model: Path,
     *,
@@ -72,6 +92,7 @@ def estimate_serving(
     gpu_memory_utilization: float = 0.9,
     device: Device | None = None,
     kv_cache_space_bytes: int | None = None,
+    cpu_lora_ops: str = "loraplex",
 ) -> ServeEstimate:
     """The serving estimate; on the CPU (no `device`, or a CPU one) the KV cache is
     `kv_cache_space_bytes` (default: VLLM_CPU_KVCACHE_SPACE GiB, else 4 GiB as vLLM)."""
@@ -124,6 +145,10 @@ def estimate_serving(
                 f"CPU: KV cache ≈ {gpu_memory_utilization} × {total / GiB:.1f} GiB less weights,"
                 " slots and the process (approx.; set VLLM_CPU_KVCACHE_SPACE to fix it)"
             )
+    if not on_gpu and cpu_lora_ops == "loraplex":
+        fused = fused_copy_bytes(arch, max_loras, max_lora_rank, size)
+        how = "the slots again + block-diagonal zeros; at the first LoRA batch"
+        items.append(MemoryItem("LoRA slots' fused copies (CPU ops)", fused, how))
     kv_bytes = max(kv_bytes, 0)
     kv_tokens = kv_bytes // (per_token * block) * block
     items.append(MemoryItem("KV cache", kv_bytes, f"{per_token:,} B/token × {kv_tokens:,} tokens"))

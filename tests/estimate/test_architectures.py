@@ -50,6 +50,23 @@ def test_estimates_any_family_transformers_builds(tmp_path, kind):
     assert serve.kv_bytes_per_token == 2 * 2 * 2 * arch.head_dim * 2
 
 
+def test_cpu_serving_counts_the_fused_lora_copies_as_the_gateway_sizes_them(tmp_path):
+    """The estimate's fused-copy item equals what `loraplex serve` adds to each slot
+    (serve/slots.py) on the CPU, and is absent with vLLM's ops or on a GPU."""
+    from loraplex.serve.slots import fused_copy_in_out
+
+    config = {**SMALL, **CONFIGS["qwen2"]}
+    base = write_config(tmp_path, "qwen2", config)
+    named = {i.what: i.bytes for i in estimate_serving(base, dtype="bfloat16", max_loras=4).items}
+    fused = named["LoRA slots' fused copies (CPU ops)"]
+    assert fused == 4 * 16 * fused_copy_in_out(config) * 2
+    assert fused > named["LoRA slots"]
+    vllm_ops = estimate_serving(base, dtype="bfloat16", max_loras=4, cpu_lora_ops="vllm")
+    on_gpu = estimate_serving(base, dtype="bfloat16", max_loras=4, device=gpu("l4"))
+    for other in (vllm_ops, on_gpu):
+        assert "LoRA slots' fused copies (CPU ops)" not in {i.what for i in other.items}
+
+
 def test_unknown_architecture_is_a_clear_error(tmp_path):
     base = write_config(tmp_path, "odd", {**SMALL, "model_type": "not-a-model"})
     with pytest.raises(EstimateError, match="transformers does not know this model"):
