@@ -53,6 +53,8 @@ CONFIGS = {  # name → loraplex serve flags
     "loraplex-8": ["--scheduler", "loraplex", "--max-loras", "8"],
     "vllm-sized": ["--scheduler", "vllm"],
     "loraplex": ["--scheduler", "loraplex"],
+    # The default before the fused CPU wrapper: loraplex's ops slice by slice.
+    "loraplex-grouped": ["--scheduler", "loraplex", "--cpu-lora-ops", "grouped"],
 }
 ALL_N = (1, 4, 16, 64, 256, 1024)
 
@@ -192,7 +194,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--n", nargs="+", type=int, default=list(ALL_N))
     parser.add_argument("--concurrency", nargs="+", type=int, default=[16, 64])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    default_configs = [c for c in CONFIGS if c != "loraplex-grouped"]  # that one on request
+    parser.add_argument("--configs", nargs="+", default=default_configs, choices=list(CONFIGS))
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--note", default="", help="Written into the results (e.g. the load).")
     parser.add_argument("--tag", default="", help="Results go to scaling-<model>-<tag>.json.")
