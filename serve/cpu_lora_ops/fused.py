@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from loraplex.serve.cpu_lora_ops.ops import slot_stack
 from loraplex.serve.cpu_lora_ops.plan import Plan
 
 
@@ -36,11 +37,6 @@ class _Copy:
     slot_ids: list[int | None]
     a: torch.Tensor
     b: torch.Tensor
-
-
-def _slots(stacked: torch.Tensor) -> torch.Tensor:
-    """[slots, 1, rows, cols] (vLLM's layout) as [slots, rows, cols]."""
-    return stacked.squeeze(1) if stacked.dim() == 4 else stacked
 
 
 class FusedWeights:
@@ -79,7 +75,7 @@ class FusedWeights:
 
     @staticmethod
     def _empty(a_stacked, b_stacked, widths, dtype) -> _Copy:
-        first = _slots(a_stacked[0])
+        first = slot_stack(a_stacked[0])
         slots, rank, fan_in = first.shape
         inner = rank * len(a_stacked)
         a = torch.zeros(slots, fan_in, inner, dtype=dtype)
@@ -90,7 +86,7 @@ class FusedWeights:
     def _fill(copy: _Copy, slot: int, a_stacked, b_stacked, widths) -> None:
         offset = 0
         for i, (a_i, b_i, width) in enumerate(zip(a_stacked, b_stacked, widths, strict=True)):
-            a_i, b_i = _slots(a_i)[slot], _slots(b_i)[slot]  # [rank, in], [out, rank]
+            a_i, b_i = slot_stack(a_i)[slot], slot_stack(b_i)[slot]  # [rank, in], [out, rank]
             rank = a_i.shape[0]
             columns = slice(i * rank, (i + 1) * rank)
             copy.a[slot, :, columns] = a_i.T

@@ -21,7 +21,8 @@ import torch
 from loraplex.serve.cpu_lora_ops.plan import Plan, plan_for_runs, plan_for_tokens
 
 
-def _stack(weights: torch.Tensor) -> torch.Tensor:
+def slot_stack(weights: torch.Tensor) -> torch.Tensor:
+    """vLLM's `[slots, 1, out, in]` weight stacks as `[slots, out, in]` (3-D ones as they are)."""
     return weights.squeeze(1) if weights.dim() == 4 else weights
 
 
@@ -120,7 +121,7 @@ def bgmv_shrink(
     lora_indices_tensor: torch.Tensor,
     scaling: float = 1.0,
 ) -> None:
-    weights = _stack(lora_b_weights)
+    weights = slot_stack(lora_b_weights)
     target = output_tensor[:, : weights.shape[1]]
     _apply(inputs, weights, target, plan_for_tokens(lora_indices_tensor), add=False, scale=scaling)
 
@@ -132,7 +133,7 @@ def bgmv_expand(
     lora_indices_tensor: torch.Tensor,
     add_inputs: bool = True,
 ) -> None:
-    weights = _stack(lora_b_weights)
+    weights = slot_stack(lora_b_weights)
     # Adapter and model may pad their widths differently (as in vLLM's op).
     target = output_tensor[:, : min(weights.shape[1], output_tensor.shape[1])]
     rows = output_tensor.shape[0]
@@ -154,7 +155,7 @@ def bgmv_expand_slice(
 ) -> None:
     target = output_tensor[:, slice_offset : slice_offset + slice_size]
     plan = plan_for_tokens(lora_indices_tensor)
-    _apply(inputs, _stack(lora_b_weights), target, plan, add=add_inputs)
+    _apply(inputs, slot_stack(lora_b_weights), target, plan, add=add_inputs)
 
 
 # The sgmv forms get runs of rows sharing a slot (vLLM's `compute_meta`:
@@ -174,7 +175,7 @@ def sgmv_shrink(
     token_nums: int,
     scaling: float,
 ) -> None:
-    weights = _stack(lora_a_weights)
+    weights = slot_stack(lora_a_weights)
     target = output_tensor[:, : weights.shape[1]]
     plan = plan_for_runs(lora_indices_tensor, seq_len_tensor)
     _apply(inputs, weights, target, plan, add=False, scale=scaling)
@@ -192,7 +193,7 @@ def sgmv_expand(
     token_nums: int,
     add_inputs: bool = False,
 ) -> None:
-    weights = _stack(lora_b_weights)
+    weights = slot_stack(lora_b_weights)
     target = output_tensor[:, : min(weights.shape[1], output_tensor.shape[1])]
     plan = plan_for_runs(lora_indices_tensor, seq_len_tensor)
     _apply(inputs, weights, target, plan, add=add_inputs)
@@ -214,7 +215,7 @@ def sgmv_expand_slice(
 ) -> None:
     target = output_tensor[:, slice_offset : slice_offset + slice_size]
     plan = plan_for_runs(lora_indices_tensor, seq_len_tensor)
-    _apply(inputs, _stack(lora_b_weights), target, plan, add=add_inputs)
+    _apply(inputs, slot_stack(lora_b_weights), target, plan, add=add_inputs)
 
 
 OPS = (
