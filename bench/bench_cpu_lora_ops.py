@@ -3,8 +3,10 @@
 For each base model (the tiny model in float32, SmolLM2-135M-Instruct in
 bfloat16) one offline vLLM engine (`LLM`, in a subprocess) serves the same
 loads, 64 requests x 64 output tokens (ignore_eos, greedy), with loraplex's
-ops (fused per module), loraplex's ops slice by slice (`grouped`, what
-they were before the fused wrapper) and vLLM's in turn: the bench switches
+ops (fused per module, on vLLM's AMX kernel where it runs), the same with
+torch's products (`loraplex-torch`, what they were before the kernel),
+loraplex's ops slice by slice (`grouped`, what they were before the fused
+wrapper) and vLLM's in turn: the bench switches
 the ops inside the running engine's workers (`collective_rpc`), so both sides share one engine, one
 memory layout and the same moments of machine load.
 
@@ -67,16 +69,21 @@ def adapter_per_request(load: str, n: int) -> list[int | None]:
     return [None if i % 2 == 0 else (i // 2) % k for i in range(n)]
 
 
-OPS = ("loraplex", "grouped", "vllm")  # fused per module, slice by slice, vLLM's
+# Fused per module (on vLLM's AMX kernel where it runs), fused with torch's
+# products (what `loraplex` was before the kernel), slice by slice, vLLM's.
+OPS = ("loraplex", "loraplex-torch", "grouped", "vllm")
 
 
-def use_ops(worker: object, choice: str) -> str:
+def use_ops(worker: object, side: str) -> str:
     """Runs in each vLLM worker (collective_rpc): switch the CPU LoRA ops there."""
-    from loraplex.serve.cpu_lora_ops import plugin
+    from loraplex.serve.cpu_lora_ops import packed, plugin
 
+    choice, _, products = side.partition("-")
+    packed.enabled = products != "torch"
     os.environ[plugin.ENV] = choice
     plugin.register()
-    return plugin.active_cpu_lora_ops()
+    active = plugin.active_cpu_lora_ops()
+    return f"{active}-torch" if products == "torch" else active
 
 
 def worker(model: str, dtype: str, adapters: list[str], n: int, tokens: int, rounds: int) -> dict:
@@ -116,6 +123,9 @@ def worker(model: str, dtype: str, adapters: list[str], n: int, tokens: int, rou
             shift = round_ % len(OPS)
             for ops in OPS[shift:] + OPS[:shift]:
                 assert set(llm.collective_rpc(use_ops, args=(ops,))) == {ops}
+                # A switch between packed and plain copies rebuilds them: not timed.
+                warm = prompts[: len(distinct)]
+                llm.generate(warm, warm_params, lora_request=distinct, use_tqdm=False)
                 started = time.perf_counter()
                 outputs = llm.generate(prompts, params, lora_request=requests, use_tqdm=False)
                 seconds = time.perf_counter() - started
@@ -146,12 +156,11 @@ def compare(name: str, model: Path, dtype: str, args: argparse.Namespace, tmp: P
     best = {ops: {load: max(per_round[ops][load]) for load in LOADS} for ops in OPS}
     loads = {
         load: {
-            "loraplex_tokens_per_s": best["loraplex"][load],
-            "grouped_tokens_per_s": best["grouped"][load],
-            "vllm_tokens_per_s": best["vllm"][load],
-            "loraplex_vs_base": round(best["loraplex"][load] / best["loraplex"]["base"], 3),
-            "grouped_vs_base": round(best["grouped"][load] / best["grouped"]["base"], 3),
-            "vllm_vs_base": round(best["vllm"][load] / best["vllm"]["base"], 3),
+            **{f"{ops}_tokens_per_s": best[ops][load] for ops in OPS},
+            **{f"{ops}_vs_base": round(best[ops][load] / best[ops]["base"], 3) for ops in OPS},
+            "loraplex_vs_torch_products": round(
+                best["loraplex"][load] / best["loraplex-torch"][load], 2
+            ),
             "loraplex_vs_grouped": round(best["loraplex"][load] / best["grouped"][load], 2),
             "loraplex_vs_vllm": round(best["loraplex"][load] / best["vllm"][load], 2),
             "rounds": {ops: per_round[ops][load] for ops in OPS},

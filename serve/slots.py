@@ -51,17 +51,27 @@ def adaptable_in_out(config: dict) -> int:
     return per_layer * config["num_hidden_layers"]
 
 
-def fused_copy_in_out(config: dict) -> int:
-    """Σ(in + out) of the fused CPU copy of one slot (cpu_lora_ops/fused.py): the
-    slot's own, plus the block-diagonal B's zeros in the merged q/k/v (3 slices)
-    and gate/up (2 slices) modules."""
+FUSED_INNER_ALIGN = 32
+"""cpu_lora_ops/packed.K_ALIGN: the fused copy's inner width is padded to it (a test ties them)."""
+
+
+def fused_copy_elements(config: dict, max_rank: int) -> int:
+    """Elements of the fused CPU copy of one slot (cpu_lora_ops/fused.py): per LoRA
+    module, its inner width (slices × rank, padded to FUSED_INNER_ALIGN) × (in + Σ out),
+    with vLLM's merged q/k/v (3 slices) and gate/up (2 slices)."""
     hidden = config["hidden_size"]
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or hidden // heads
     kv = config.get("num_key_value_heads") or heads
-    qkv_out = (heads + 2 * kv) * head_dim
-    zeros = 2 * qkv_out + 2 * config["intermediate_size"]
-    return adaptable_in_out(config) + zeros * config["num_hidden_layers"]
+    inter = config["intermediate_size"]
+    q, k = heads * head_dim, kv * head_dim
+
+    def inner(slices: int) -> int:
+        return -(-slices * max_rank // FUSED_INNER_ALIGN) * FUSED_INNER_ALIGN
+
+    per_layer = inner(3) * (hidden + q + 2 * k) + inner(1) * (q + hidden)
+    per_layer += inner(2) * (hidden + 2 * inter) + inner(1) * (inter + hidden)
+    return per_layer * config["num_hidden_layers"]
 
 
 def dtype_bytes(dtype: str, config: dict) -> int:
@@ -83,10 +93,10 @@ def plan_slots(
     try:
         config = json.loads((model_dir / "config.json").read_text())
         config = config.get("text_config", config)
-        in_out = adaptable_in_out(config)
+        elements = max_rank * adaptable_in_out(config)
         if fused_cpu_copy:
-            in_out += fused_copy_in_out(config)
-        per_slot = max_rank * in_out * dtype_bytes(dtype, config)
+            elements += fused_copy_elements(config, max_rank)
+        per_slot = elements * dtype_bytes(dtype, config)
     except (OSError, KeyError, ValueError, TypeError):
         per_slot = None
     if explicit is not None:

@@ -69,16 +69,23 @@ def lora_slot_bytes(arch: Architecture, max_loras: int, max_rank: int, size: int
 MERGED_SLICES = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
+FUSED_INNER_ALIGN = 32
+"""serve/cpu_lora_ops/packed.K_ALIGN: the fused copy's inner width is padded to it."""
+
+
 def fused_copy_bytes(arch: Architecture, max_loras: int, max_rank: int, size: int) -> int:
-    """The fused CPU copies of max_loras slots: the slots, plus each merged module's
-    B block-diagonal over its n slices (n - 1 more blocks of its whole width)."""
-    widths = {lin.name: lin.out_features for lin in arch.linears}
-    zeros = 0
-    for group in MERGED_SLICES:
-        slices = [widths[name] for name in group if name in widths]
-        zeros += (len(slices) - 1) * sum(slices) if slices else 0
-    extra = max_loras * max_rank * zeros * arch.layers * size
-    return lora_slot_bytes(arch, max_loras, max_rank, size) + extra
+    """The fused CPU copies of max_loras slots (serve/cpu_lora_ops/fused.py): per LoRA
+    module (vLLM merges the MERGED_SLICES), its inner width (slices × rank, padded to
+    FUSED_INNER_ALIGN) × (in + Σ out)."""
+    by_name = {lin.name: lin for lin in arch.linears}
+    modules = [[by_name[n] for n in group if n in by_name] for group in MERGED_SLICES]
+    merged = {lin.name for group in modules for lin in group}
+    modules = [g for g in modules if g] + [[lin] for lin in arch.linears if lin.name not in merged]
+    per_layer = 0
+    for group in modules:
+        inner = -(-len(group) * max_rank // FUSED_INNER_ALIGN) * FUSED_INNER_ALIGN
+        per_layer += inner * (group[0].in_features + sum(lin.out_features for lin in group))
+    return max_loras * per_layer * arch.layers * size
 
 
 def estimate_serving(
@@ -147,7 +154,7 @@ def estimate_serving(
             )
     if not on_gpu and cpu_lora_ops == "loraplex":
         fused = fused_copy_bytes(arch, max_loras, max_lora_rank, size)
-        how = "the slots again + block-diagonal zeros; at the first LoRA batch"
+        how = "block-diagonal, inner width padded to 32; at the first LoRA batch"
         items.append(MemoryItem("LoRA slots' fused copies (CPU ops)", fused, how))
     kv_bytes = max(kv_bytes, 0)
     kv_tokens = kv_bytes // (per_token * block) * block

@@ -83,11 +83,9 @@ def _apply_padded(
 ) -> None:
     """All slots in one bmm over a padded [slots, max_rows, in] block of rows."""
     width, dtype = target.shape[1], target.dtype
-    n_slots, max_rows = len(plan.slot_list), plan.max_rows
+    n_slots, max_rows = plan.block_slots, plan.max_rows
     block = inputs.index_select(0, plan.pad_sources).to(dtype).view(n_slots, max_rows, -1)
-    # Every slot present (slots ascending, unique): the stack itself, no copy.
-    w = weights if n_slots == weights.shape[0] else weights.index_select(0, plan.slots)
-    w = w[:, :width].to(dtype)
+    w = plan.block_weights(weights)[:, :width].to(dtype)
     # One extra zero row: what rows without a slot gather (see below).
     y = torch.empty(n_slots * max_rows + 1, width, dtype=dtype)
     torch.bmm(block, w.transpose(1, 2), out=y[:-1].view(n_slots, max_rows, width))

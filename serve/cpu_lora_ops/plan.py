@@ -14,7 +14,9 @@ A `Plan` picks one of three ways to run an op:
 - `padded`: many interleaved rows (decode steps mixing requests): the rows of
   each slot are packed into a zero-padded `[slots, max_rows, in]` block and
   multiplied with one `bmm`, so the cost does not grow with the number of
-  adapters in the batch.
+  adapters in the batch. When the slots present are a compact range of the
+  stack (vLLM fills the lowest free slot), the block spans that range, so
+  the weights are the stack's own slice rather than a gathered copy.
 - `sorted`: like `padded`, but one matmul per slot over its packed rows; used
   when the slots' row counts are so uneven that padding would waste more than
   it saves.
@@ -44,9 +46,22 @@ class Plan:
     slot_list: tuple[int, ...] = ()
     bounds: tuple[tuple[int, int], ...] = ()  # each slot's range in `rows` (sorted)
     max_rows: int = 0  # rows per slot in the padded block (padded)
+    first_slot: int | None = None  # the block's slots are a range from here (padded), else `slots`
     pad_positions: torch.Tensor | None = None  # each of `rows`' position in the padded block
     pad_sources: torch.Tensor | None = None  # the row each padded position is copied from
     row_sources: torch.Tensor | None = None  # each row's padded position; no slot: one past the end
+
+    @property
+    def block_slots(self) -> int:
+        """Slot groups in the padded block (padded)."""
+        return 0 if self.pad_sources is None else self.pad_sources.numel() // self.max_rows
+
+    def block_weights(self, stack: torch.Tensor) -> torch.Tensor:
+        """A slot stack's matrices for the padded block's groups (padded): the
+        stack's own slice for a range, else a copy of the slots present."""
+        if self.first_slot is None:
+            return stack.index_select(0, self.slots)
+        return stack[self.first_slot : self.first_slot + self.block_slots]
 
     @property
     def covers_all_rows(self) -> bool:
@@ -106,24 +121,32 @@ def _build(token_slots: torch.Tensor) -> Plan:
     slots, counts = torch.unique_consecutive(token_slots[rows], return_counts=True)
     count_list = counts.tolist()
     max_rows = max(count_list)
+    slot_list = tuple(slots.tolist())
     if len(count_list) * max_rows > 2 * rows.numel() + 64:
         bounds, a = [], 0
         for c in count_list:
             bounds.append((a, a + c))
             a += c
         return Plan(
-            "sorted", n, rows=rows, slots=slots, slot_list=tuple(slots.tolist()),
-            bounds=tuple(bounds),
+            "sorted", n, rows=rows, slots=slots, slot_list=slot_list, bounds=tuple(bounds),
         )  # fmt: skip
-    # Row i of `rows` is the j-th row of its slot group g: padded position g*max_rows + j.
+    # The padded block has one group of max_rows rows per slot. When the slots
+    # present are a compact range of the stack, it has one group per slot of
+    # that range (absent ones padding): the products then take the stacks'
+    # slice as it is, with no copy of the weights.
+    span = slot_list[-1] - slot_list[0] + 1
+    compact = span * max_rows <= 2 * rows.numel() + 64
+    block_of_group = slots - slot_list[0] if compact else torch.arange(len(count_list))
+    # Row i of `rows` is the j-th row of its slot group g: padded position block(g)*max_rows + j.
     group = torch.repeat_interleave(torch.arange(len(count_list)), counts)
     first = torch.cumsum(counts, 0) - counts
-    positions = group * max_rows + torch.arange(rows.numel()) - first[group]
-    padded_size = len(count_list) * max_rows
+    positions = block_of_group[group] * max_rows + torch.arange(rows.numel()) - first[group]
+    padded_size = (span if compact else len(count_list)) * max_rows
     # Padding positions copy any real row (row 0): their results are never read.
     sources = torch.zeros(padded_size, dtype=torch.long).index_copy_(0, positions, rows)
     row_sources = torch.full((n,), padded_size, dtype=torch.long).index_copy_(0, rows, positions)
     return Plan(
-        "padded", n, rows=rows, slots=slots, slot_list=tuple(slots.tolist()), max_rows=max_rows,
-        pad_positions=positions, pad_sources=sources, row_sources=row_sources,
+        "padded", n, rows=rows, slots=slots, slot_list=slot_list, max_rows=max_rows,
+        first_slot=slot_list[0] if compact else None, pad_positions=positions,
+        pad_sources=sources, row_sources=row_sources,
     )  # fmt: skip

@@ -68,8 +68,8 @@ class LoraplexPunicaWrapperCPU(PunicaWrapperCPU):
         if plan.kind == "none":
             return
         slot_ids = self._slot_ids
-        a, b = self._fused.get(lora_a_stacked, lora_b_stacked, output_slices, slot_ids, y.dtype)
-        apply_fused(x.to(y.dtype), a, b, rows[:, : b.shape[2]], plan, scale)
+        copy = self._fused.get(lora_a_stacked, lora_b_stacked, output_slices, slot_ids, y.dtype)
+        apply_fused(x.to(y.dtype), copy, rows[:, : copy.width], plan, scale)
 
     # vLLM's PunicaWrapperCPU calls its module's op functions; these are the
     # same six paths with the chosen ops.

@@ -53,14 +53,18 @@ def test_estimates_any_family_transformers_builds(tmp_path, kind):
 def test_cpu_serving_counts_the_fused_lora_copies_as_the_gateway_sizes_them(tmp_path):
     """The estimate's fused-copy item equals what `loraplex serve` adds to each slot
     (serve/slots.py) on the CPU, and is absent with vLLM's ops or on a GPU."""
-    from loraplex.serve.slots import fused_copy_in_out
+    from loraplex.estimate.serve import FUSED_INNER_ALIGN
+    from loraplex.serve import slots
 
+    assert FUSED_INNER_ALIGN == slots.FUSED_INNER_ALIGN
     config = {**SMALL, **CONFIGS["qwen2"]}
     base = write_config(tmp_path, "qwen2", config)
-    named = {i.what: i.bytes for i in estimate_serving(base, dtype="bfloat16", max_loras=4).items}
-    fused = named["LoRA slots' fused copies (CPU ops)"]
-    assert fused == 4 * 16 * fused_copy_in_out(config) * 2
-    assert fused > named["LoRA slots"]
+    for rank in (8, 16, 24):  # padded to 32 differently per module
+        estimate = estimate_serving(base, dtype="bfloat16", max_loras=4, max_lora_rank=rank)
+        named = {i.what: i.bytes for i in estimate.items}
+        fused = named["LoRA slots' fused copies (CPU ops)"]
+        assert fused == 4 * slots.fused_copy_elements(config, rank) * 2
+        assert fused > named["LoRA slots"]
     vllm_ops = estimate_serving(base, dtype="bfloat16", max_loras=4, cpu_lora_ops="vllm")
     on_gpu = estimate_serving(base, dtype="bfloat16", max_loras=4, device=gpu("l4"))
     for other in (vllm_ops, on_gpu):

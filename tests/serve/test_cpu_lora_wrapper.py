@@ -15,7 +15,9 @@ from vllm.lora.punica_wrapper.punica_selector import get_punica_wrapper
 from vllm.platforms import current_platform
 from vllm.plugins import load_plugins_by_group
 
-from loraplex.serve.cpu_lora_ops import plugin
+from loraplex.serve import slots as slots_module
+from loraplex.serve.cpu_lora_ops import packed, plugin
+from loraplex.serve.cpu_lora_ops.fused import FusedWeights, apply_fused
 from loraplex.serve.cpu_lora_ops.plan import plan_for_tokens
 from loraplex.serve.cpu_lora_ops.platform import LoraplexCpuPlatform
 from loraplex.serve.cpu_lora_ops.platform_plugin import detect
@@ -95,22 +97,27 @@ def test_a_merged_module_gets_each_slices_lora_and_base_rows_stay(
     assert not torch.equal(y[slots >= 0], start[slots >= 0])
 
 
-def test_an_adapter_written_into_a_slot_is_used_from_the_next_batch():
-    """vLLM writes a slot in place and then maps the new id to it: the fused copy follows."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_adapter_written_into_a_slot_is_used_from_the_next_batch(dtype):
+    """vLLM writes a slot in place and then maps the new id to it: the fused copy follows
+    (float32: torch's products; bfloat16: the AMX kernel's packed copy, where usable)."""
     ids = MAPPINGS["padded"]
-    a, b = stacks(seed=2)
-    x, y0 = torch.randn(len(ids), HIDDEN), torch.randn(len(ids), sum(WIDTHS))
+    a, b = (tuple(t.to(dtype) for t in s) for s in stacks(seed=2))
+    x = torch.randn(len(ids), HIDDEN).to(dtype)
+    y0 = torch.randn(len(ids), sum(WIDTHS)).to(dtype)
     w = wrapper(LoraplexPunicaWrapperCPU, ids, [1, 2, 3, 4])
     w.add_lora_linear(y0.clone(), x, a, b, 1.0, WIDTHS)  # builds the fused copy
 
-    new_a, new_b = stacks(seed=3)
+    new_a, new_b = (tuple(t.to(dtype) for t in s) for s in stacks(seed=3))
     for stacked, new in zip((*a, *b), (*new_a, *new_b), strict=True):
         stacked[2].copy_(new[2])  # as vLLM's set_lora does, slot 2 only
     later = [5 if i == 3 else i for i in ids]  # adapter 5 now sits in slot 2
     w.update_metadata(LoRAMapping(tuple(later), tuple(later)), [1, 2, 5, 4], SLOTS + 1, 32000)
     y = y0.clone()
     w.add_lora_linear(y, x, a, b, 1.0, WIDTHS)
-    torch.testing.assert_close(y, expected(y0, x, a, b, w.token_lora_indices, 1.0))
+    want = expected(y0, x, a, b, w.token_lora_indices, 1.0)
+    tol = {"atol": 0.15, "rtol": 0.02} if dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(y.float(), want, **tol)
 
 
 def test_the_vllm_choice_runs_vllms_own_wrapper_arithmetic(monkeypatch):
@@ -124,3 +131,40 @@ def test_the_vllm_choice_runs_vllms_own_wrapper_arithmetic(monkeypatch):
     wrapper(LoraplexPunicaWrapperCPU, ids, [1, 2, 3, 4]).add_lora_linear(ours, x, a, b, 1.0, WIDTHS)
     wrapper(PunicaWrapperCPU, ids, [1, 2, 3, 4]).add_lora_linear(theirs, x, a, b, 1.0, WIDTHS)
     assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("slots_used", [(0, 1, 2, 5), (3, 90)], ids=["range", "spread"])
+def test_interleaved_rows_on_a_range_of_slots_or_spread_ones(slots_used, dtype):
+    """The padded block takes a compact range of the stack as it is (a view) and
+    gathers spread slots; both give every row its own slot's LoRA."""
+    slots = 96
+    a, b = (tuple(t.to(dtype) for t in s) for s in stacks(seed=7, slots=slots))
+    token_slots = torch.tensor([slots_used[i % len(slots_used)] for i in range(24)])
+    token_slots[[4, 9]] = -1
+    plan = plan_for_tokens(token_slots)
+    assert plan.kind == "padded"
+    copy = FusedWeights().get(a, b, WIDTHS, list(range(1, slots + 1)), dtype)
+    weights = plan.block_weights(copy.a)
+    shares = weights.untyped_storage().data_ptr() == copy.a.untyped_storage().data_ptr()
+    assert shares == (slots_used == (0, 1, 2, 5))
+    x = torch.randn(24, HIDDEN).to(dtype)
+    y = torch.randn(24, sum(WIDTHS)).to(dtype)
+    start = y.clone()
+    apply_fused(x, copy, y, plan, 0.5)
+    want = expected(start, x, a, b, token_slots, 0.5)
+    tol = {"atol": 0.15, "rtol": 0.02} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
+    torch.testing.assert_close(y.float(), want, **tol)
+    assert torch.equal(y[[4, 9]], start[[4, 9]])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_fused_copy_is_packed_for_the_amx_kernel_where_it_runs(dtype):
+    """bfloat16 on an AMX CPU: the copy is in the kernel's layout; float32: plain.
+    Either way it takes the memory serve/slots.py counts: inner width padded to 32."""
+    a, b = (tuple(t.to(dtype) for t in s) for s in stacks(seed=8))
+    copy = FusedWeights().get(a, b, WIDTHS, [1, 2, 3, 4], dtype)
+    assert copy.packed == (dtype == torch.bfloat16 and torch.cpu._is_amx_tile_supported())
+    inner = -(-len(WIDTHS) * RANK // slots_module.FUSED_INNER_ALIGN) * 32
+    assert packed.K_ALIGN == slots_module.FUSED_INNER_ALIGN == 32
+    assert copy.a.numel() + copy.b.numel() == SLOTS * inner * (HIDDEN + sum(WIDTHS))

@@ -6,7 +6,7 @@ import pytest
 
 from loraplex.serve.engine_args import parse_vllm_args, size_lora_slots, vllm_argv
 from loraplex.serve.settings import ServeSettings
-from loraplex.serve.slots import MIB, adaptable_in_out, fused_copy_in_out, plan_slots
+from loraplex.serve.slots import MIB, adaptable_in_out, fused_copy_elements, plan_slots
 
 SMOLLM2 = {  # SmolLM2-135M's config.json, the fields that matter
     "hidden_size": 576,
@@ -42,14 +42,15 @@ def test_slots_follow_the_concurrency_when_memory_is_cheap(smollm2_dir):
 
 
 def test_the_fused_cpu_copy_counts_in_each_slot(smollm2_dir):
-    """loraplex's CPU wrapper keeps a fused copy per slot: A as is, B block-diagonal."""
+    """loraplex's CPU wrapper keeps a fused copy per slot: per module, A side by side
+    and B block-diagonal, the inner width (slices × rank) padded to 32."""
     stack = plan(smollm2_dir).slot_bytes
     both = plan(smollm2_dir, fused_cpu_copy=True).slot_bytes
-    # SmolLM2: q/k/v out 576+192+192, intermediate 1536, 30 layers: B's zeros are
-    # two more q/k/v blocks and one more gate/up block (of two) per layer, rank 16, bf16.
-    zeros = 16 * (2 * 960 + 2 * 1536) * 30 * 2
-    assert both == 2 * stack + zeros
-    assert fused_copy_in_out(SMOLLM2) > adaptable_in_out(SMOLLM2)
+    # SmolLM2 at rank 16: q/k/v (in 576, out 576+192+192) inner 48 -> 64; o (576 -> 576)
+    # and down (1536 -> 576) 16 -> 32; gate/up (576 -> 2 x 1536) 32; 30 layers, bf16.
+    per_layer = 64 * (576 + 960) + 32 * (576 + 576) + 32 * (576 + 3072) + 32 * (1536 + 576)
+    assert both == stack + per_layer * 30 * 2
+    assert fused_copy_elements(SMOLLM2, 16) > 16 * adaptable_in_out(SMOLLM2)
 
 
 def test_the_budget_caps_the_slots(smollm2_dir):
