@@ -133,9 +133,11 @@ def _build(token_slots: torch.Tensor) -> Plan:
     # The padded block has one group of max_rows rows per slot. When the slots
     # present are a compact range of the stack, it has one group per slot of
     # that range (absent ones padding): the products then take the stacks'
-    # slice as it is, with no copy of the weights.
+    # slice as it is, with no copy of the weights. Compact: the range reads at
+    # most twice the present slots' weights (a gather reads, writes and reads
+    # them again) and pads no more rows than `sorted` allows.
     span = slot_list[-1] - slot_list[0] + 1
-    compact = span * max_rows <= 2 * rows.numel() + 64
+    compact = span <= 2 * len(slot_list) and span * max_rows <= 2 * rows.numel() + 64
     block_of_group = slots - slot_list[0] if compact else torch.arange(len(count_list))
     # Row i of `rows` is the j-th row of its slot group g: padded position block(g)*max_rows + j.
     group = torch.repeat_interleave(torch.arange(len(count_list)), counts)
