@@ -41,7 +41,9 @@ def plot() -> list[Path]:
         for ax, row in zip(list(getattr(axes, "flat", [axes])), data["results"], strict=True):
             loads = row["loads"]
             x = range(len(OPS_LOADS))
-            sides = [("loraplex", "loraplex ops"), ("grouped", "loraplex ops, slice by slice"),
+            sides = [("loraplex", "loraplex ops"),
+                     ("loraplex-torch", "loraplex ops, torch's products"),
+                     ("grouped", "loraplex ops, slice by slice"),
                      ("vllm", "vLLM 0.32 ops")]  # fmt: skip
             sides = [s for s in sides if f"{s[0]}_tokens_per_s" in loads["base"]]
             width = 0.8 / len(sides)
