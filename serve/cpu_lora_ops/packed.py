@@ -3,17 +3,18 @@
 Contract: `usable(dtype, k, n)` says whether a `[rows, k] @ [k, n]` product
 in `dtype` can run on `weight_packed_linear`; `pack(w)` turns a `[n, k]`
 weight (or a stack of them) into the kernel's VNNI layout, of the same shape
-and size; `linear(out, x, packed)` writes `x @ w.T` into `out`.
+and size; `linear(out, x, packed)` writes `x @ w.T` into `out`, and
+`bmm(out, x, packed)` does the same for each matrix of a stack (`bmm_cpu`).
 
 Why: vLLM's CPU build ships this kernel for its own small linear layers
 (`dispatch_cpu_unquantized_gemm`). At LoRA's shapes (16-64 rows, rank-wide
 inner dimension) it took 10-30 us a product on a 2-core AMX Xeon, where
 `torch.mm` in bfloat16 took about 60 us, mostly fixed cost; its batched form
-(`bmm_cpu`) was 2-4x faster than `torch.bmm`. Its
-alignment rules are vLLM's (`check_cpu_sgl_kernel`): an AMX CPU, bfloat16
-(or float16 with AMX-FP16), k a multiple of 32 and n of 16. vLLM's size cap
-on that check picks oneDNN for large weights at large batches; LoRA's
-factors are small, so it does not apply here.
+(`bmm_cpu`) was 2-4x faster than `torch.bmm`. Its alignment rules are
+vLLM's (`check_cpu_sgl_kernel`): an AMX CPU, bfloat16 (or float16 with
+AMX-FP16), k a multiple of 32 and n of 16. vLLM's size cap on that check
+picks oneDNN for large weights at large batches; LoRA's factors are small,
+so it does not apply here.
 """
 
 import torch
