@@ -78,15 +78,15 @@ class FusedWeights:
         slots, rank, fan_in = slot_stack(a_stacked[0]).shape
         inner, width = inner_width(len(a_stacked), rank), sum(widths)
         packed = amx.usable(dtype, fan_in, inner) and amx.usable(dtype, inner, width)
-        if copy is not None and copy.a.dtype == dtype and copy.packed == packed:
-            if copy.versions == versions:
-                return copy
-            ids = tuple(slot_ids) + (None,) * (slots - len(slot_ids))
-            stale = [s for s in range(slots) if ids[s] != copy.slot_ids[s]]
-        else:
+        fresh = copy is None or copy.a.dtype != dtype or copy.packed != packed
+        if not fresh and copy.versions == versions:
+            return copy
+        ids = tuple(slot_ids) + (None,) * (slots - len(slot_ids))
+        if fresh:
             copy = _empty(slots, fan_in, inner, width, dtype, packed)
-            ids = tuple(slot_ids) + (None,) * (slots - len(slot_ids))
             stale = range(slots)
+        else:
+            stale = [s for s in range(slots) if ids[s] != copy.slot_ids[s]]
         for slot in stale:
             _fill(copy, slot, a_stacked, b_stacked, widths, inner)
         copy.versions, copy.slot_ids = versions, ids[:slots]

@@ -17,6 +17,8 @@ picks oneDNN for large weights at large batches; LoRA's factors are small,
 so it does not apply here.
 """
 
+import functools
+
 import torch
 import vllm._custom_ops  # noqa: F401  (loads torch.ops._C)
 
@@ -28,16 +30,17 @@ enabled = True
 
 
 def usable(dtype: torch.dtype, k: int, n: int) -> bool:
-    if not enabled or not hasattr(torch.ops._C, "bmm_cpu"):
-        return False
-    if not torch.cpu._is_amx_tile_supported():
+    return enabled and _runs_in(dtype) and k % K_ALIGN == 0 and n % 16 == 0
+
+
+@functools.cache
+def _runs_in(dtype: torch.dtype) -> bool:
+    """The kernel is built and this CPU runs it in `dtype` (asked once: a hot path)."""
+    if not hasattr(torch.ops._C, "bmm_cpu") or not torch.cpu._is_amx_tile_supported():
         return False
     if dtype == torch.float16:
-        if not torch.cpu._is_amx_fp16_supported():
-            return False
-    elif dtype != torch.bfloat16:
-        return False
-    return k % K_ALIGN == 0 and n % 16 == 0
+        return torch.cpu._is_amx_fp16_supported()
+    return dtype == torch.bfloat16
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:
