@@ -60,7 +60,7 @@ class FusedWeights:
     """The fused copies of every LoRA module's slot stacks in one model."""
 
     def __init__(self) -> None:
-        self._copies: dict[tuple[int, ...], FusedCopy] = {}
+        self._copies: dict[tuple[int, torch.dtype, bool], FusedCopy] = {}
 
     def get(
         self,
@@ -71,16 +71,17 @@ class FusedWeights:
         dtype: torch.dtype,
     ) -> FusedCopy:
         """The module's copy, refreshed where vLLM rewrote a slot."""
-        # The stacks live as long as the model, so their ids name the module.
-        key = tuple(id(t) for t in a_stacked)
+        # The stacks live as long as the model, so an id names the module. The
+        # kernel switch is part of the key only for benchmarks that flip it.
+        key = (id(a_stacked[0]), dtype, amx.enabled)
         versions = tuple(t._version for t in (*a_stacked, *b_stacked))
         copy = self._copies.get(key)
+        if copy is not None and copy.versions == versions:
+            return copy  # the hot path: once per module per forward pass
         slots, rank, fan_in = slot_stack(a_stacked[0]).shape
         inner, width = inner_width(len(a_stacked), rank), sum(widths)
         packed = amx.usable(dtype, fan_in, inner) and amx.usable(dtype, inner, width)
-        fresh = copy is None or copy.a.dtype != dtype or copy.packed != packed
-        if not fresh and copy.versions == versions:
-            return copy
+        fresh = copy is None
         ids = tuple(slot_ids) + (None,) * (slots - len(slot_ids))
         if fresh:
             copy = _empty(slots, fan_in, inner, width, dtype, packed)

@@ -5,9 +5,11 @@ constructor, same methods, same results within the model dtype's rounding)
 with loraplex's ops behind it, chosen per call by `plugin.chosen_ops()`:
 
 - `loraplex`: every linear module's LoRA is one shrink and one expand over
-  all its slices (fused.py), with rows grouped by slot (plan.py); the other
-  paths (embeddings, logits, full linear, tensor-parallel slices) use the
-  grouped ops of ops.py. Rows whose slot is -1 are left alone.
+  all its slices (fused.py), with rows grouped by slot (plan.py, planned once
+  per batch mapping); the logits LoRA is skipped while every slot's weights
+  are zero (zero_slots.py); the other paths (embeddings, full linear,
+  tensor-parallel slices) and the logits LoRA of an adapter that has one use
+  the grouped ops of ops.py. Rows whose slot is -1 are left alone.
 - `grouped`: vLLM's slice-by-slice calls, each with loraplex's grouped ops;
 - `vllm`: exactly vLLM's `PunicaWrapperCPU` with vLLM's torch ops, for
   side-by-side benchmarks.
@@ -25,8 +27,9 @@ from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 
 from loraplex.serve.cpu_lora_ops import ops as loraplex_ops
 from loraplex.serve.cpu_lora_ops.fused import FusedWeights, apply_fused
-from loraplex.serve.cpu_lora_ops.plan import plan_for_tokens
+from loraplex.serve.cpu_lora_ops.plan import Plan, plan_for_tokens
 from loraplex.serve.cpu_lora_ops.plugin import chosen_ops
+from loraplex.serve.cpu_lora_ops.zero_slots import NonzeroSlots
 
 
 class LoraplexPunicaWrapperCPU(PunicaWrapperCPU):
@@ -34,6 +37,8 @@ class LoraplexPunicaWrapperCPU(PunicaWrapperCPU):
         super().__init__(max_num_batched_tokens, max_batches, device, **kwargs)
         self._fused = FusedWeights()
         self._slot_ids: list[int | None] = []
+        self._plan: Plan | None = None
+        self._nonzero = NonzeroSlots()
 
     @property
     def _ops(self) -> ModuleType:
@@ -43,6 +48,14 @@ class LoraplexPunicaWrapperCPU(PunicaWrapperCPU):
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
         # A copy: vLLM keeps mutating its list as slots change.
         self._slot_ids = list(lora_index_to_id)
+        # vLLM calls this only when the batch's mapping changes; every layer
+        # until the next call shares one plan.
+        self._plan = None
+
+    def _linear_plan(self) -> Plan:
+        if self._plan is None:
+            self._plan = plan_for_tokens(self.token_lora_indices)
+        return self._plan
 
     def add_lora_linear(
         self,
@@ -57,7 +70,7 @@ class LoraplexPunicaWrapperCPU(PunicaWrapperCPU):
         **kwargs: Any,
     ) -> None:
         rows, x = y.view(-1, y.shape[-1]), x.view(-1, x.shape[-1])
-        plan = plan_for_tokens(self.token_lora_indices)
+        plan = self._linear_plan()
         fits = plan.num_rows == x.shape[0] == rows.shape[0] and sum(output_slices) <= rows.shape[1]
         if chosen_ops() != "loraplex" or not fits:
             # The slice-by-slice path, whose ops explain a mismatch of rows.
@@ -98,6 +111,8 @@ class LoraplexPunicaWrapperCPU(PunicaWrapperCPU):
         self._ops.bgmv_expand_slice(x, w_t_all, y, indices, y_offset, y_slice_size, add_inputs)
 
     def add_lora_logits(self, y, x, lora_a_stacked, lora_b_stacked, scale, *, buffer=None, **kw):
+        if chosen_ops() == "loraplex" and not self._nonzero.of(lora_b_stacked, self._slot_ids):
+            return  # no slot has an output-head LoRA: adding zeros changes nothing
         rows, x = y.view(-1, y.shape[-1]), x.view(-1, x.shape[-1])
         if buffer is None:
             buffer = torch.zeros((x.size(0), lora_b_stacked.size(-1)), dtype=torch.float32)

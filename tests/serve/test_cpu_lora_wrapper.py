@@ -22,6 +22,7 @@ from loraplex.serve.cpu_lora_ops.plan import plan_for_tokens
 from loraplex.serve.cpu_lora_ops.platform import LoraplexCpuPlatform
 from loraplex.serve.cpu_lora_ops.platform_plugin import detect
 from loraplex.serve.cpu_lora_ops.wrapper import LoraplexPunicaWrapperCPU
+from loraplex.serve.cpu_lora_ops.zero_slots import NonzeroSlots
 
 SLOTS, HIDDEN, RANK = 4, 64, 8
 WIDTHS = (64, 32, 32)  # a QKV-like module: three slices of unequal widths
@@ -168,3 +169,33 @@ def test_the_fused_copy_is_packed_for_the_amx_kernel_where_it_runs(dtype):
     inner = -(-len(WIDTHS) * RANK // slots_module.FUSED_INNER_ALIGN) * 32
     assert packed.K_ALIGN == slots_module.FUSED_INNER_ALIGN == 32
     assert copy.a.numel() + copy.b.numel() == SLOTS * inner * (HIDDEN + sum(WIDTHS))
+
+
+def test_the_logits_lora_follows_the_slots_that_hold_one():
+    """loraplex serves no output-head LoRA, so vLLM's logits stacks stay zero and the
+    op is skipped; once vLLM writes one into a slot, that slot's rows get it."""
+    vocab, ids = 96, [1, 3, 0, 2, 4, 3, 1, 0]
+    gen = torch.Generator().manual_seed(9)
+    a = torch.randn(SLOTS, 1, RANK, HIDDEN, generator=gen)
+    b = torch.zeros(SLOTS, 1, vocab, RANK)
+    w = wrapper(LoraplexPunicaWrapperCPU, ids, [1, 2, 3, 4])
+    x, logits = torch.randn(len(ids), HIDDEN), torch.randn(len(ids), vocab)
+    nonzero = NonzeroSlots()
+    assert nonzero.of(b, [1, 2, 3, 4]) == frozenset()
+    y = logits.clone()
+    w.add_lora_logits(y, x, a, b, 1.0)
+    assert torch.equal(y, logits)
+
+    b[2].copy_(torch.randn(1, vocab, RANK, generator=gen))  # as vLLM's set_lora does
+    later = [5 if i == 3 else i for i in ids]  # adapter 5 now sits in slot 2
+    w.update_metadata(LoRAMapping(tuple(later), tuple(later)), [1, 2, 5, 4], SLOTS + 1, 32000)
+    assert nonzero.of(b, [1, 2, 5, 4]) == frozenset({2})
+    y = logits.clone()
+    w.add_lora_logits(y, x, a, b, 1.0)
+    rows = [i for i, id_ in enumerate(later) if id_ == 5]
+    want = logits.clone()
+    want[rows] += x[rows] @ a[2, 0].T @ b[2, 0].T
+    torch.testing.assert_close(y, want)
+
+    b[2].zero_()  # vLLM resets a slot it frees
+    assert nonzero.of(b, [1, 2, None, 4]) == frozenset()
