@@ -3,6 +3,7 @@ it keeps serving everything else."""
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -117,10 +118,13 @@ def metric_lines(http, prefix: str) -> list[str]:
 
 
 def test_a_client_that_disconnects_mid_stream_aborts_its_engine_request(gateway, http):
-    with httpx.Client(base_url=gateway.base_url, timeout=60) as c:
-        # 8 × 1,000 tokens (8 is the server's limit on n): still generating when the
-        # client leaves, even on a quiet machine, where one 1,000-token stream of the
-        # tiny model took under a second and finished before the gauge was read.
+    # The tiny model generates 8 × 1,000 tokens in about a second, faster than the
+    # gauge can be read. With a small receive window the server's sends block once
+    # it fills, so the stream stays in flight until the client leaves.
+    small_window = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+    transport = httpx.HTTPTransport(socket_options=small_window)
+    with httpx.Client(base_url=gateway.base_url, timeout=60, transport=transport) as c:
+        # 8 is the server's limit on n.
         body = {"model": "alpha", "prompt": "Go", "max_tokens": 1000, "ignore_eos": True, "n": 8}
         body["stream"] = True
         with c.stream("POST", "/v1/completions", json=body) as r:
