@@ -199,3 +199,31 @@ def test_the_logits_lora_follows_the_slots_that_hold_one():
 
     b[2].zero_()  # vLLM resets a slot it frees
     assert nonzero.of(b, [1, 2, None, 4]) == frozenset()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_slice_whose_b_is_cut_or_padded_to_the_modules_width(dtype):
+    """The adapter and the model may pad a slice's width differently (as in vLLM's
+    ops): the fused copy uses the rows both have, and the rest of the slice is unchanged."""
+    rows_of_b = (70, 32, 24)  # wider than its slice, equal, narrower
+    gen = torch.Generator().manual_seed(11)
+    a = tuple((0.3 * torch.randn(SLOTS, 1, RANK, HIDDEN, generator=gen)).to(dtype) for _ in WIDTHS)
+    b = tuple((0.3 * torch.randn(SLOTS, 1, r, RANK, generator=gen)).to(dtype) for r in rows_of_b)
+    token_slots = torch.tensor([i - 1 for i in MAPPINGS["padded"]])
+    copy = FusedWeights().get(a, b, WIDTHS, [1, 2, 3, 4], dtype)
+    x = torch.randn(len(token_slots), HIDDEN).to(dtype)
+    y = torch.randn(len(token_slots), sum(WIDTHS)).to(dtype)
+    start = y.clone()
+    apply_fused(x, copy, y, plan_for_tokens(token_slots), 0.5)
+    want, offset = start.float().clone(), 0
+    for a_i, b_i, width in zip(a, b, WIDTHS, strict=True):
+        used = min(width, b_i.shape[2])
+        for row, slot in enumerate(token_slots.tolist()):
+            if slot >= 0:
+                delta = x[row].float() @ a_i[slot, 0].float().T @ b_i[slot, 0, :used].float().T
+                want[row, offset : offset + used] += 0.5 * delta
+        offset += width
+    tol = {"atol": 0.15, "rtol": 0.02} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
+    torch.testing.assert_close(y.float(), want, **tol)
+    narrow = slice(sum(WIDTHS) - 8, sum(WIDTHS))  # the last slice's rows its B lacks
+    assert torch.equal(y[:, narrow], start[:, narrow])
