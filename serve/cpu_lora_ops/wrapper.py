@@ -48,8 +48,8 @@ class LoraplexPunicaWrapperCPU(PunicaWrapperCPU):
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
         # A copy: vLLM keeps mutating its list as slots change.
         self._slot_ids = list(lora_index_to_id)
-        # vLLM calls this only when the batch's mapping changes; every layer
-        # until the next call shares one plan.
+        # vLLM calls this only when the batch's mapping or slot layout changes
+        # (set_adapter_mapping); every layer until the next call shares one plan.
         self._plan = None
 
     def _linear_plan(self) -> Plan:
