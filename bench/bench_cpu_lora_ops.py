@@ -123,7 +123,7 @@ def worker(model: str, dtype: str, adapters: list[str], n: int, tokens: int, rou
             shift = round_ % len(OPS)
             for ops in OPS[shift:] + OPS[:shift]:
                 assert set(llm.collective_rpc(use_ops, args=(ops,))) == {ops}
-                # A switch between packed and plain copies rebuilds them: not timed.
+                # The first switch to packed or plain copies builds them: not timed.
                 warm = prompts[: len(distinct)]
                 llm.generate(warm, warm_params, lora_request=distinct, use_tqdm=False)
                 started = time.perf_counter()

@@ -81,18 +81,29 @@ class FusedWeights:
         slots, rank, fan_in = slot_stack(a_stacked[0]).shape
         inner, width = inner_width(len(a_stacked), rank), sum(widths)
         packed = amx.usable(dtype, fan_in, inner) and amx.usable(dtype, inner, width)
-        fresh = copy is None
-        ids = tuple(slot_ids) + (None,) * (slots - len(slot_ids))
-        if fresh:
-            copy = _empty(slots, fan_in, inner, width, dtype, packed)
-            stale = range(slots)
+        if copy is None:
+            copy, known = _empty(slots, fan_in, inner, width, dtype, packed), None
         else:
-            stale = [s for s in range(slots) if ids[s] != copy.slot_ids[s]]
+            known = copy.slot_ids
+        ids, stale = changed_slots(known, slot_ids, slots)
         for slot in stale:
             _fill(copy, slot, a_stacked, b_stacked, widths, inner)
-        copy.versions, copy.slot_ids = versions, ids[:slots]
+        copy.versions, copy.slot_ids = versions, ids
         self._copies[key] = copy
         return copy
+
+
+def changed_slots(
+    known: tuple[int | None, ...] | None, slot_ids: list[int | None], slots: int
+) -> tuple[tuple[int | None, ...], list[int]]:
+    """vLLM's adapter id per slot as a tuple of `slots` (its list may be shorter
+    than the stack: missing slots hold nothing), and the slots whose id differs
+    from `known`, the ids recorded at the last look (None: never looked, so all).
+    An id names one adapter's weights in vLLM, so these are the slots it rewrote."""
+    ids = (tuple(slot_ids) + (None,) * (slots - len(slot_ids)))[:slots]
+    if known is None:
+        return ids, list(range(slots))
+    return ids, [s for s in range(slots) if ids[s] != known[s]]
 
 
 def _empty(slots: int, fan_in: int, inner: int, width: int, dtype, packed: bool) -> FusedCopy:

@@ -11,14 +11,15 @@ of SmolLM2 on 2 cores with 16 adapters in the batch. Adding zeros changes
 nothing, so the wrapper skips the op when no slot holds a non-zero weight.
 
 As in fused.py, vLLM writes a slot in place (bumping the stack's version
-counter) and then names the adapter each slot holds; an unchanged id is an
-unchanged slot, so only the slots whose id changed are read again.
+counter) and then names the adapter each slot holds; only the slots whose
+id changed (`fused.changed_slots`) are read again.
 """
 
 from dataclasses import dataclass
 
 import torch
 
+from loraplex.serve.cpu_lora_ops.fused import changed_slots
 from loraplex.serve.cpu_lora_ops.ops import slot_stack
 
 
@@ -39,13 +40,13 @@ class NonzeroSlots:
         if seen is not None and seen.version == stack._version:
             return seen.nonzero
         weights = slot_stack(stack)
-        ids = tuple(slot_ids) + (None,) * (weights.shape[0] - len(slot_ids))
+        known = None if seen is None else seen.slot_ids
+        ids, changed = changed_slots(known, slot_ids, weights.shape[0])
         nonzero = set() if seen is None else set(seen.nonzero)
-        for slot in range(weights.shape[0]):
-            if seen is None or ids[slot] != seen.slot_ids[slot]:
-                nonzero.discard(slot)
-                if weights[slot].any():
-                    nonzero.add(slot)
-        seen = _Seen(stack._version, ids[: weights.shape[0]], frozenset(nonzero))
+        for slot in changed:
+            nonzero.discard(slot)
+            if weights[slot].any():
+                nonzero.add(slot)
+        seen = _Seen(stack._version, ids, frozenset(nonzero))
         self._seen[id(stack)] = seen
         return seen.nonzero
