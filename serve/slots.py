@@ -52,13 +52,14 @@ def adaptable_in_out(config: dict) -> int:
 
 
 FUSED_INNER_ALIGN = 32
-"""cpu_lora_ops/packed.K_ALIGN: the fused copy's inner width is padded to it (a test ties them)."""
+"""cpu_lora_ops/packed.N_ALIGN: the fused copy's inner width is padded to it (a test ties them)."""
 
 
 def fused_copy_elements(config: dict, max_rank: int) -> int:
     """Elements of the fused CPU copy of one slot (cpu_lora_ops/fused.py): per LoRA
     module, its inner width (slices × rank, padded to FUSED_INNER_ALIGN) × (in + Σ out),
-    with vLLM's merged q/k/v (3 slices) and gate/up (2 slices)."""
+    with vLLM's merged q/k/v (3 slices) and gate/up (2 slices). That is the plain
+    layout's size; the AMX kernel's layout keeps B unpadded and takes less."""
     hidden = config["hidden_size"]
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or hidden // heads

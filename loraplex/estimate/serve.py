@@ -70,13 +70,13 @@ MERGED_SLICES = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 FUSED_INNER_ALIGN = 32
-"""serve/cpu_lora_ops/packed.K_ALIGN: the fused copy's inner width is padded to it."""
+"""serve/cpu_lora_ops/packed.N_ALIGN: the fused copy's inner width is padded to it."""
 
 
 def fused_copy_bytes(arch: Architecture, max_loras: int, max_rank: int, size: int) -> int:
     """The fused CPU copies of max_loras slots (serve/cpu_lora_ops/fused.py): per LoRA
     module (vLLM merges the MERGED_SLICES), its inner width (slices × rank, padded to
-    FUSED_INNER_ALIGN) × (in + Σ out)."""
+    FUSED_INNER_ALIGN) × (in + Σ out): the plain layout's size, at most the AMX one's."""
     by_name = {lin.name: lin for lin in arch.linears}
     modules = [[by_name[n] for n in group if n in by_name] for group in MERGED_SLICES]
     merged = {lin.name for group in modules for lin in group}
@@ -154,7 +154,7 @@ def estimate_serving(
             )
     if not on_gpu and cpu_lora_ops == "loraplex":
         fused = fused_copy_bytes(arch, max_loras, max_lora_rank, size)
-        how = "block-diagonal, inner width padded to 32; at the first LoRA batch"
+        how = "at most: B block-diagonal, inner width padded to 32; at the first LoRA batch"
         items.append(MemoryItem("LoRA slots' fused copies (CPU ops)", fused, how))
     kv_bytes = max(kv_bytes, 0)
     kv_tokens = kv_bytes // (per_token * block) * block

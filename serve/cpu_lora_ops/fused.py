@@ -1,26 +1,24 @@
-"""One shrink and one expand per LoRA module, over all of its slices at once.
+"""One shrink and few expands per LoRA module, over all of its slices at once.
 
 vLLM applies a merged module's LoRA slice by slice: QKV is three shrinks and
 three expands, gate/up two of each, each expand adding into a column slice of
 the output. On the CPU each of those small matrix products costs far more in
 dispatch than in arithmetic, so this module keeps, per module, a fused copy of
-the slot stacks:
-
-- A: the slices' A matrices side by side, `slices * rank` wide;
-- B: their B matrices as one block-diagonal matrix, `slices * rank` by the
-  sum of the output widths;
-
-and applies a module's LoRA as `y += (x @ A[slot]) @ B[slot]`: two products
-and one add into the whole (contiguous) output, whatever the slice count.
-The zeros of B cost a few times the expand's arithmetic, which at rank 16
-is far less than the dispatches they save. The inner width `slices * rank`
-is padded with zeros to a multiple of 32 (packed.K_ALIGN).
+the slot stacks and applies a module's LoRA as `y += (x @ A[slot]) @ B[slot]`:
+one shrink over the slices' A matrices side by side (`slices * k` wide, k the
+rank rounded up to even), then the expand into the whole (contiguous) output.
+The inner width is padded with zeros to a multiple of 32 (packed.N_ALIGN).
 
 Where vLLM's AMX kernel can run the products (packed.py), the copy is kept
-in that kernel's packed layout (`a`: `[slots, inner, in]`, `b`:
-`[slots, out, inner]`) and each slot's rows get two kernel calls; elsewhere
-it is plain (`a`: `[slots, in, inner]`, `b`: `[slots, inner, out]`) for
-torch's products. Both take the same memory.
+in that kernel's layout: `a` is `[slots, inner, in]`, and `b` holds one
+`[slots, out_i, k]` stack per slice, each expand writing its column slice of
+the output straight from its columns of the shrunk rows. A block-diagonal B
+would take one product fewer per extra slice but read its zeros: at rank 16
+they were most of the bytes a 16-adapter decode step reads (block-diagonal
+QKV and gate/up, k padded to 32), and those reads were the step's LoRA cost.
+Elsewhere the copy is plain for torch's products: `a` is `[slots, in, inner]`
+and `b` one block-diagonal `[slots, inner, sum(out)]`, where each product's
+fixed cost outweighs its zeros.
 
 The copies follow vLLM's slot stacks without hooks: vLLM writes a slot in
 place (bumping the stack's version counter) and then tells the punica
@@ -39,21 +37,32 @@ from loraplex.serve.cpu_lora_ops.ops import slot_stack
 from loraplex.serve.cpu_lora_ops.plan import Plan
 
 
+def slice_k(rank: int) -> int:
+    """Each slice's columns in the shrunk rows: the rank, rounded up to even (the
+    kernel's VNNI layout pairs k; vLLM allows rank 1)."""
+    return rank + rank % 2
+
+
 def inner_width(slices: int, rank: int) -> int:
-    """The fused copy's inner width: `slices * rank`, padded to packed.K_ALIGN."""
-    return -(-slices * rank // amx.K_ALIGN) * amx.K_ALIGN
+    """The fused A's inner width: `slices * slice_k(rank)`, padded to packed.N_ALIGN."""
+    return -(-slices * slice_k(rank) // amx.N_ALIGN) * amx.N_ALIGN
 
 
 @dataclass
 class FusedCopy:
-    """One module's fused copy of its slot stacks."""
+    """One module's fused copy of its slot stacks (layouts: the module docstring)."""
 
     a: torch.Tensor
-    b: torch.Tensor
-    packed: bool  # the AMX kernel's layout (see the module docstring)
-    width: int  # sum of the output widths
+    b: tuple[torch.Tensor, ...]  # packed: one stack per slice; plain: one block-diagonal
+    packed: bool
+    widths: tuple[int, ...]  # each slice's output width
+    k: int  # each slice's columns in the shrunk rows (slice_k)
     versions: tuple[int, ...] = ()
     slot_ids: tuple[int | None, ...] = ()
+
+    @property
+    def width(self) -> int:
+        return sum(self.widths)
 
 
 class FusedWeights:
@@ -78,16 +87,13 @@ class FusedWeights:
         copy = self._copies.get(key)
         if copy is not None and copy.versions == versions:
             return copy  # the hot path: once per module per forward pass
-        slots, rank, fan_in = slot_stack(a_stacked[0]).shape
-        inner, width = inner_width(len(a_stacked), rank), sum(widths)
-        packed = amx.usable(dtype, fan_in, inner) and amx.usable(dtype, inner, width)
         if copy is None:
-            copy, known = _empty(slots, fan_in, inner, width, dtype, packed), None
+            copy, known = _empty(a_stacked, tuple(widths), dtype), None
         else:
             known = copy.slot_ids
-        ids, stale = changed_slots(known, slot_ids, slots)
+        ids, stale = changed_slots(known, slot_ids, copy.a.shape[0])
         for slot in stale:
-            _fill(copy, slot, a_stacked, b_stacked, widths, inner)
+            _fill(copy, slot, a_stacked, b_stacked)
         copy.versions, copy.slot_ids = versions, ids
         self._copies[key] = copy
         return copy
@@ -106,31 +112,41 @@ def changed_slots(
     return ids, [s for s in range(slots) if ids[s] != known[s]]
 
 
-def _empty(slots: int, fan_in: int, inner: int, width: int, dtype, packed: bool) -> FusedCopy:
+def _empty(a_stacked, widths: tuple[int, ...], dtype: torch.dtype) -> FusedCopy:
+    slots, rank, fan_in = slot_stack(a_stacked[0]).shape
+    k = slice_k(rank)
+    inner = inner_width(len(widths), rank)
+    packed = amx.usable(dtype, fan_in, inner) and all(amx.usable(dtype, k, w) for w in widths)
     # Zeros pack to zeros, so the packed layout starts the same way.
-    a_shape = (slots, inner, fan_in) if packed else (slots, fan_in, inner)
-    b_shape = (slots, width, inner) if packed else (slots, inner, width)
-    a, b = torch.zeros(a_shape, dtype=dtype), torch.zeros(b_shape, dtype=dtype)
-    return FusedCopy(a, b, packed, width, slot_ids=(None,) * slots)
+    if packed:
+        a = torch.zeros(slots, inner, fan_in, dtype=dtype)
+        b = tuple(torch.zeros(slots, width, k, dtype=dtype) for width in widths)
+    else:
+        a = torch.zeros(slots, fan_in, inner, dtype=dtype)
+        b = (torch.zeros(slots, inner, sum(widths), dtype=dtype),)
+    return FusedCopy(a, b, packed, widths, k, slot_ids=(None,) * slots)
 
 
-def _fill(copy: FusedCopy, slot: int, a_stacked, b_stacked, widths, inner: int) -> None:
-    fan_in, dtype = slot_stack(a_stacked[0]).shape[2], copy.a.dtype
+def _fill(copy: FusedCopy, slot: int, a_stacked, b_stacked) -> None:
+    """Copy vLLM's slot `slot` of every slice into the fused copy."""
+    _, inner, fan_in = copy.a.shape if copy.packed else copy.a.transpose(1, 2).shape
+    k, dtype = copy.k, copy.a.dtype
     a = torch.zeros(inner, fan_in, dtype=dtype)  # A side by side, as [inner, in]
-    b = torch.zeros(copy.width, inner, dtype=dtype)  # B block-diagonal, as [out, inner]
-    offset = 0
-    for i, (a_i, b_i, width) in enumerate(zip(a_stacked, b_stacked, widths, strict=True)):
+    b = [torch.zeros(width, k, dtype=dtype) for width in copy.widths]  # each slice's B
+    for i, (a_i, b_i) in enumerate(zip(a_stacked, b_stacked, strict=True)):
         a_i, b_i = slot_stack(a_i)[slot], slot_stack(b_i)[slot]  # [rank, in], [out, rank]
         rank = a_i.shape[0]
-        a[i * rank : (i + 1) * rank] = a_i
+        a[i * k : i * k + rank] = a_i
         # The adapter and the model may pad widths differently (as in vLLM's ops).
-        used = min(width, b_i.shape[0])
-        b[offset : offset + used, i * rank : (i + 1) * rank] = b_i[:used]
-        offset += width
+        used = min(copy.widths[i], b_i.shape[0])
+        b[i][:used, :rank] = b_i[:used]
     if copy.packed:
-        copy.a[slot], copy.b[slot] = amx.pack(a), amx.pack(b)
+        copy.a[slot] = amx.pack(a)
+        for stack, b_i in zip(copy.b, b, strict=True):
+            stack[slot] = amx.pack(b_i)
     else:
-        copy.a[slot], copy.b[slot] = a.T, b.T
+        copy.a[slot] = a.T
+        copy.b[0][slot, : len(b) * k] = torch.block_diag(*b).T  # padding rows stay zero
 
 
 def apply_fused(
@@ -144,7 +160,7 @@ def apply_fused(
     if copy.packed:
         _apply_packed(x.contiguous(), copy, target, plan, scale)
     else:
-        _apply_plain(x, copy.a, copy.b, target, plan, scale)
+        _apply_plain(x, copy.a, copy.b[0], target, plan, scale)
 
 
 def _apply_packed(x, copy: FusedCopy, target, plan: Plan, scale: float) -> None:
@@ -154,29 +170,39 @@ def _apply_packed(x, copy: FusedCopy, target, plan: Plan, scale: float) -> None:
             shrunk = x.new_empty(end - start, inner)
             amx.linear(shrunk, x[start:end], copy.a[slot])
             out = x.new_empty(end - start, copy.width)
-            amx.linear(out, shrunk, copy.b[slot])
+            _expand(amx.linear, out, shrunk, copy, lambda stack, slot=slot: stack[slot])
             target[start:end].add_(out, alpha=scale)
         return
     if plan.kind == "padded":
         n_slots, max_rows = plan.block_slots, plan.max_rows
         block = x.index_select(0, plan.pad_sources).view(n_slots, max_rows, -1)
-        a_used, b_used = plan.block_weights(copy.a), plan.block_weights(copy.b)
         shrunk = x.new_empty(n_slots, max_rows, inner)
-        amx.bmm(shrunk, block, a_used)
+        amx.bmm(shrunk, block, plan.block_weights(copy.a))
         # One extra zero row: what rows without a slot gather.
         out = x.new_empty(n_slots * max_rows + 1, copy.width)
         out[-1].zero_()
-        amx.bmm(out[:-1].view(n_slots, max_rows, -1), shrunk, b_used)
+        _expand(amx.bmm, out[:-1].view(n_slots, max_rows, -1), shrunk, copy, plan.block_weights)
         target.add_(out.index_select(0, plan.row_sources), alpha=scale)
         return
-    # Sorted: rows packed by slot, two kernel calls per slot (no weight copies).
+    # Sorted: rows packed by slot, one shrink and the expands per slot (no weight copies).
     rows = x.index_select(0, plan.rows)
     shrunk = x.new_empty(rows.shape[0], inner)
     out = x.new_empty(rows.shape[0], copy.width)
     for slot, (start, end) in zip(plan.slot_list, plan.bounds, strict=True):
         amx.linear(shrunk[start:end], rows[start:end], copy.a[slot])
-        amx.linear(out[start:end], shrunk[start:end], copy.b[slot])
+        part = out[start:end]
+        _expand(amx.linear, part, shrunk[start:end], copy, lambda stack, slot=slot: stack[slot])
     target.index_add_(0, plan.rows, out, alpha=scale)
+
+
+def _expand(product, out: torch.Tensor, shrunk: torch.Tensor, copy: FusedCopy, weights) -> None:
+    """out[..., slice i's columns] = shrunk[..., slice i's k columns] @ B_i, for every
+    slice, with `weights(stack)` picking the B stack's matrices for the product."""
+    offset, k = 0, copy.k
+    for i, (stack, width) in enumerate(zip(copy.b, copy.widths, strict=True)):
+        columns = shrunk[..., i * k : (i + 1) * k]
+        product(out[..., offset : offset + width], columns, weights(stack))
+        offset += width
 
 
 def _apply_plain(x, a, b, target, plan: Plan, scale: float) -> None:

@@ -5,16 +5,22 @@ in `dtype` can run on `weight_packed_linear`; `pack(w)` turns a `[n, k]`
 weight (or a stack of them) into the kernel's VNNI layout, of the same shape
 and size; `linear(out, x, packed)` writes `x @ w.T` into `out`, and
 `bmm(out, x, packed)` does the same for each matrix of a stack (`bmm_cpu`).
+`x` and `out` may be column slices of wider matrices: the kernel takes their
+row strides.
 
 Why: vLLM's CPU build ships this kernel for its own small linear layers
 (`dispatch_cpu_unquantized_gemm`). At LoRA's shapes (16-64 rows, rank-wide
 inner dimension) it took 10-30 us a product on a 2-core AMX Xeon, where
 `torch.mm` in bfloat16 took about 60 us, mostly fixed cost; its batched form
-(`bmm_cpu`) was 2-4x faster than `torch.bmm`. Its alignment rules are
-vLLM's (`check_cpu_sgl_kernel`): an AMX CPU, bfloat16 (or float16 with
-AMX-FP16), k a multiple of 32 and n of 16. vLLM's size cap on that check
-picks oneDNN for large weights at large batches; LoRA's factors are small,
-so it does not apply here.
+(`bmm_cpu`) was 2-4x faster than `torch.bmm`. It needs an AMX CPU and
+bfloat16 (or float16 with AMX-FP16); n must be a multiple of 32
+(`bmm_cpu`'s own check: the kernel works in blocks of 32 columns) and k even
+(the VNNI layout pairs k). vLLM's packer (`convert_weight_packed`) also asks
+k to be a multiple of 32; the kernel does not (its AVX512-BF16 path steps k
+in pairs, its AMX path hands any even k to oneDNN's brgemm), so `pack` lays
+the weights out itself and a rank-16 slice is not padded to 32. vLLM's size
+cap on that check picks oneDNN for large weights at large batches; LoRA's
+factors are small, so it does not apply here.
 """
 
 import functools
@@ -22,15 +28,15 @@ import functools
 import torch
 import vllm._custom_ops  # noqa: F401  (loads torch.ops._C)
 
-K_ALIGN = 32
-"""The kernel's k must be a multiple of this (the inner width is padded to it)."""
+N_ALIGN = 32
+"""The kernel's n must be a multiple of this (the fused A's inner width is padded to it)."""
 
 enabled = True
 """Benchmarks switch this off to compare with torch's products (bench_cpu_lora_ops)."""
 
 
 def usable(dtype: torch.dtype, k: int, n: int) -> bool:
-    return enabled and _runs_in(dtype) and k % K_ALIGN == 0 and n % 16 == 0
+    return enabled and _runs_in(dtype) and k % 2 == 0 and n % N_ALIGN == 0
 
 
 @functools.cache
@@ -44,15 +50,18 @@ def _runs_in(dtype: torch.dtype) -> bool:
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:
-    """`[n, k]` or `[slots, n, k]` weights in the kernel's layout (same shape)."""
-    return torch.ops._C.convert_weight_packed(weight.contiguous())
+    """`[n, k]` or `[slots, n, k]` weights in the kernel's layout (same shape):
+    per block of 32 rows of n, `[k / 2, 32, 2]`, as `convert_weight_packed` lays them."""
+    *lead, n, k = weight.shape
+    blocks = weight.reshape(*lead, n // N_ALIGN, N_ALIGN, k // 2, 2)
+    return blocks.transpose(-3, -2).contiguous().reshape(weight.shape)
 
 
 def linear(out: torch.Tensor, x: torch.Tensor, packed: torch.Tensor) -> None:
-    """out = x @ w.T, for `packed = pack(w)`; `x` rows must be contiguous."""
+    """out = x @ w.T, for `packed = pack(w)`."""
     torch.ops._C.weight_packed_linear(out, x, packed, None, True)
 
 
 def bmm(out: torch.Tensor, x: torch.Tensor, packed: torch.Tensor) -> None:
-    """out[i] = x[i] @ w[i].T for a stack `packed = pack(w)`; all contiguous."""
+    """out[i] = x[i] @ w[i].T for a stack `packed = pack(w)` (contiguous)."""
     torch.ops._C.bmm_cpu(out, x, packed, True, None)

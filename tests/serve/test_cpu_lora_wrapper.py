@@ -41,10 +41,10 @@ def restore_default(monkeypatch):
     plugin.register()
 
 
-def stacks(seed: int, slots: int = SLOTS) -> tuple[tuple, tuple]:
+def stacks(seed: int, slots: int = SLOTS, rank: int = RANK) -> tuple[tuple, tuple]:
     gen = torch.Generator().manual_seed(seed)
-    a = tuple(0.3 * torch.randn(slots, 1, RANK, HIDDEN, generator=gen) for _ in WIDTHS)
-    b = tuple(0.3 * torch.randn(slots, 1, w, RANK, generator=gen) for w in WIDTHS)
+    a = tuple(0.3 * torch.randn(slots, 1, rank, HIDDEN, generator=gen) for _ in WIDTHS)
+    b = tuple(0.3 * torch.randn(slots, 1, w, rank, generator=gen) for w in WIDTHS)
     return a, b
 
 
@@ -161,14 +161,55 @@ def test_interleaved_rows_on_a_range_of_slots_or_spread_ones(slots_used, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_fused_copy_is_packed_for_the_amx_kernel_where_it_runs(dtype):
-    """bfloat16 on an AMX CPU: the copy is in the kernel's layout; float32: plain.
-    Either way it takes the memory serve/slots.py counts: inner width padded to 32."""
+    """bfloat16 on an AMX CPU: the copy is in the kernel's layout, with one unpadded B
+    per slice; float32: plain, B block-diagonal. serve/slots.py counts the plain
+    layout's memory (A and B both inner wide, padded to 32): the packed one takes less."""
     a, b = (tuple(t.to(dtype) for t in s) for s in stacks(seed=8))
     copy = FusedWeights().get(a, b, WIDTHS, [1, 2, 3, 4], dtype)
     assert copy.packed == (dtype == torch.bfloat16 and torch.cpu._is_amx_tile_supported())
     inner = -(-len(WIDTHS) * RANK // slots_module.FUSED_INNER_ALIGN) * 32
-    assert packed.K_ALIGN == slots_module.FUSED_INNER_ALIGN == 32
-    assert copy.a.numel() + copy.b.numel() == SLOTS * inner * (HIDDEN + sum(WIDTHS))
+    assert packed.N_ALIGN == slots_module.FUSED_INNER_ALIGN == 32
+    counted = SLOTS * inner * (HIDDEN + sum(WIDTHS))
+    held = copy.a.numel() + sum(stack.numel() for stack in copy.b)
+    if copy.packed:
+        assert [tuple(stack.shape) for stack in copy.b] == [(SLOTS, w, RANK) for w in WIDTHS]
+        assert held == SLOTS * (inner * HIDDEN + RANK * sum(WIDTHS)) < counted
+    else:
+        assert held == counted
+
+
+@pytest.mark.skipif(not torch.cpu._is_amx_tile_supported(), reason="needs an AMX CPU")
+def test_the_packed_layout_is_vllms_and_the_kernel_takes_any_even_k():
+    """pack() lays weights out as vLLM's convert_weight_packed does where that packer
+    accepts them (k a multiple of 32), and the kernel multiplies with k = 16 or 2."""
+    gen = torch.Generator().manual_seed(11)
+    w = torch.randn(3, 64, 96, generator=gen).to(torch.bfloat16)
+    assert torch.equal(packed.pack(w), torch.ops._C.convert_weight_packed(w))
+    for k, rows in [(16, 3), (16, 20), (2, 1), (2, 9)]:
+        w = torch.randn(2, 64, k, generator=gen).to(torch.bfloat16)
+        x = torch.randn(2, rows, 2 * k, generator=gen).to(torch.bfloat16)[..., k:]
+        out = torch.zeros(2, rows, 96, dtype=torch.bfloat16)
+        packed.bmm(out[..., 16:80], x, packed.pack(w))  # strided input and output
+        want = x.float() @ w.float().transpose(1, 2)
+        torch.testing.assert_close(out[..., 16:80].float(), want, atol=0.05, rtol=0.02)
+        assert not out[..., :16].any() and not out[..., 80:].any()
+
+
+@pytest.mark.parametrize("rank", [1, 16])
+@pytest.mark.parametrize("layout", MAPPINGS)
+def test_odd_and_wide_ranks_get_the_same_arithmetic(layout, rank):
+    """vLLM allows rank 1: each slice's k is rounded up to 2 for the kernel's pairs."""
+    ids = MAPPINGS[layout]
+    a, b = (tuple(t.to(torch.bfloat16) for t in s) for s in stacks(seed=12, rank=rank))
+    w = wrapper(LoraplexPunicaWrapperCPU, ids, [1, 2, 3, 4])
+    slots = w.token_lora_indices.clone()
+    x = torch.randn(len(ids), HIDDEN).to(torch.bfloat16)
+    y = torch.randn(len(ids), sum(WIDTHS)).to(torch.bfloat16)
+    start = y.clone()
+    w.add_lora_linear(y, x, a, b, 0.5, WIDTHS)
+    tol = {"atol": 0.15 * max(1, rank // 8), "rtol": 0.02}
+    torch.testing.assert_close(y.float(), expected(start, x, a, b, slots, 0.5), **tol)
+    assert torch.equal(y[slots < 0], start[slots < 0])
 
 
 def test_the_logits_lora_follows_the_slots_that_hold_one():
