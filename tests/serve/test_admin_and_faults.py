@@ -118,16 +118,19 @@ def metric_lines(http, prefix: str) -> list[str]:
 
 
 def test_a_client_that_disconnects_mid_stream_aborts_its_engine_request(gateway, http):
-    # The tiny model generates 8 × 1,000 tokens in about a second, faster than the
-    # gauge can be read. With a small receive window the server's sends block once
-    # it fills, so the stream stays in flight until the client leaves.
+    # The tiny model generates 8 × 1,000 tokens in well under a second, faster than
+    # the gauge can be read. With a small receive window the server's sends block
+    # once the window and its own send buffer are full, so the stream stays in
+    # flight until the client leaves. That buffer grows up to tcp_wmem's 4 MiB,
+    # which the stream must exceed: with 20 top logprobs each of its 8,000 chat
+    # chunks is about 1.5 KB, 12 MB in all (plain completion chunks, 2 MB, fitted).
     small_window = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
     transport = httpx.HTTPTransport(socket_options=small_window)
     with httpx.Client(base_url=gateway.base_url, timeout=60, transport=transport) as c:
-        # 8 is the server's limit on n.
-        body = {"model": "alpha", "prompt": "Go", "max_tokens": 1000, "ignore_eos": True, "n": 8}
-        body["stream"] = True
-        with c.stream("POST", "/v1/completions", json=body) as r:
+        # 8 is the server's limit on n, 20 vLLM's on logprobs.
+        body = {"model": "alpha", "messages": PROMPT, "max_tokens": 1000, "n": 8}
+        body |= {"ignore_eos": True, "stream": True, "logprobs": True, "top_logprobs": 20}
+        with c.stream("POST", "/v1/chat/completions", json=body) as r:
             lines = r.iter_lines()  # keep a reference: a dropped iterator closes the stream
             assert next(lines).startswith("data:")
             eventually(
