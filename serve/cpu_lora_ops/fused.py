@@ -17,8 +17,9 @@ would take one product fewer per extra slice but read its zeros: at rank 16
 they were most of the bytes a 16-adapter decode step reads (block-diagonal
 QKV and gate/up, k padded to 32), and those reads were the step's LoRA cost.
 Elsewhere the copy is plain for torch's products: `a` is `[slots, in, inner]`
-and `b` one block-diagonal `[slots, inner, sum(out)]`, where each product's
-fixed cost outweighs its zeros.
+and `b` one block-diagonal `[slots, inner, sum(out)]`, as before the kernel:
+there a product's fixed cost is far more than its zeros' arithmetic at rank 16.
+float16 on an AMX-FP16 CPU takes the packed layout too; no such CPU has run it.
 
 The copies follow vLLM's slot stacks without hooks: vLLM writes a slot in
 place (bumping the stack's version counter) and then tells the punica
