@@ -53,9 +53,11 @@ def record(backend: Backend, name: str) -> None:
 
 
 def prune(backend: Backend, retain: float = RETAIN) -> int:
-    """Delete entries older than `retain` seconds; returns how many."""
+    """Delete entries older than `retain` seconds; returns how many. Only the
+    feed's own entries: anything else in the folder (a concurrent writer's
+    staged file, say) is not its to delete."""
     cutoff = f"{time.time_ns() - int(retain * _NS):020d}"
-    old = [e for e in backend.list_folder(CHANGES) if e < cutoff]
+    old = [e for e in backend.list_folder(CHANGES) if _parse(e) and e < cutoff]
     for entry in old:
         backend.delete(f"{CHANGES}/{entry}")
     return len(old)

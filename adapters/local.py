@@ -151,7 +151,12 @@ class LocalBackend(Backend):
         self._check_root()
         try:
             with os.scandir(self._path(prefix)) as entries:
-                names = [e.name for e in entries if e.name > start_after and e.is_file()]
+                # Dot-names are this backend's own staged files and locks, not objects.
+                names = [
+                    e.name
+                    for e in entries
+                    if e.name > start_after and not e.name.startswith(".") and e.is_file()
+                ]
         except _ABSENT:
             return []
         except OSError as exc:

@@ -42,6 +42,18 @@ def test_prune_deletes_entries_older_than_the_retention_and_keeps_the_rest(store
     assert [e.split("~")[1] for e in store.backend.list_folder(CHANGES)] == ["recent"]
 
 
+def test_prune_deletes_only_the_feeds_own_entries(store):
+    """A local `create` stages its object as a dot-file beside its key before linking
+    it into place. A prune running meanwhile (any writer's `record` may start one)
+    deleted that file, and the other writer's publish failed with FileNotFoundError."""
+    staged = f"{CHANGES}/.tmp-inflight"
+    store.backend.write(staged, b"x")
+    store.backend.create(f"{CHANGES}/{time.time_ns():020d}~recent~0000", b"")
+    assert changes.prune(store.backend, retain=0) == 1
+    assert store.backend.read(staged) == b"x"
+    assert not [e for e in store.backend.list_folder(CHANGES) if "~" in e]
+
+
 def test_list_folder_pages_after_a_key(store):
     for name in ("a", "b", "c"):
         store.backend.write(f".box/{name}", b"")
