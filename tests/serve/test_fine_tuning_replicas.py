@@ -92,8 +92,14 @@ def test_two_workers_run_each_job_once_and_either_replica_answers_for_any_job(
             other = (b, a)[creator]  # the replica that did not take the job
             assert job_id in {j.id for j in other.fine_tuning.jobs.list(limit=100)}
             job = other.fine_tuning.jobs.retrieve(job_id)
-            listed = {m.id for m in other.models.list().data}
-            assert job.status == "succeeded" and job.fine_tuned_model in listed
+            assert job.status == "succeeded"
+            # /v1/models lists fine-tuned models from each replica's JobWatch, which
+            # refreshes in the background: it may trail the job record it reads.
+            eventually(
+                lambda model=job.fine_tuned_model, replica=other: model
+                in {m.id for m in replica.models.list().data},
+                30, f"{job.fine_tuned_model} in the other replica's /v1/models", every=0.5,
+            )  # fmt: skip
             events = other.fine_tuning.jobs.list_events(job_id, limit=100).data
             assert sum(e.type == "metrics" for e in events) == 12
             reply = other.chat.completions.with_raw_response.create(
