@@ -76,7 +76,7 @@ FUSED_INNER_ALIGN = 32
 def fused_copy_bytes(arch: Architecture, max_loras: int, max_rank: int, size: int) -> int:
     """The fused CPU copies of max_loras slots (serve/cpu_lora_ops/fused.py): per LoRA
     module (vLLM merges the MERGED_SLICES), its inner width (slices × rank, padded to
-    FUSED_INNER_ALIGN) × (in + Σ out): the plain layout's size, at most the AMX one's."""
+    FUSED_INNER_ALIGN) × (in + Σ out): the plain layout's size, an upper bound for the AMX one's."""
     by_name = {lin.name: lin for lin in arch.linears}
     modules = [[by_name[n] for n in group if n in by_name] for group in MERGED_SLICES]
     merged = {lin.name for group in modules for lin in group}
