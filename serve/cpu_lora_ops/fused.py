@@ -129,25 +129,22 @@ def _empty(a_stacked, widths: tuple[int, ...], dtype: torch.dtype) -> FusedCopy:
 
 
 def _fill(copy: FusedCopy, slot: int, a_stacked, b_stacked) -> None:
-    """Copy vLLM's slot `slot` of every slice into the fused copy."""
-    _, inner, fan_in = copy.a.shape if copy.packed else copy.a.transpose(1, 2).shape
-    k, dtype = copy.k, copy.a.dtype
-    a = torch.zeros(inner, fan_in, dtype=dtype)  # A side by side, as [inner, in]
-    b = [torch.zeros(width, k, dtype=dtype) for width in copy.widths]  # each slice's B
-    for i, (a_i, b_i) in enumerate(zip(a_stacked, b_stacked, strict=True)):
+    """Copy vLLM's slot `slot` of every slice into the fused copy, in place: each
+    slice's A rows and B, so the padding, written nowhere, stays zero."""
+    k, offset = copy.k, 0
+    for i, (a_i, b_i, width) in enumerate(zip(a_stacked, b_stacked, copy.widths, strict=True)):
         a_i, b_i = slot_stack(a_i)[slot], slot_stack(b_i)[slot]  # [rank, in], [out, rank]
         rank = a_i.shape[0]
-        a[i * k : i * k + rank] = a_i
         # The adapter and the model may pad widths differently (as in vLLM's ops).
-        used = min(copy.widths[i], b_i.shape[0])
-        b[i][:used, :rank] = b_i[:used]
-    if copy.packed:
-        copy.a[slot] = amx.pack(a)
-        for stack, b_i in zip(copy.b, b, strict=True):
-            stack[slot] = amx.pack(b_i)
-    else:
-        copy.a[slot] = a.T
-        copy.b[0][slot, : len(b) * k] = torch.block_diag(*b).T  # padding rows stay zero
+        used = min(width, b_i.shape[0])
+        if copy.packed:
+            amx.write_rows(copy.a[slot], i * k, a_i)
+            b_rows = b_i[:used] if rank == k else torch.nn.functional.pad(b_i[:used], (0, k - rank))
+            amx.write_rows(copy.b[i][slot], 0, b_rows)
+        else:
+            copy.a[slot, :, i * k : i * k + rank] = a_i.T
+            copy.b[0][slot, i * k : i * k + rank, offset : offset + used] = b_i[:used].T
+        offset += width
 
 
 def apply_fused(

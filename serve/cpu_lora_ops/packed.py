@@ -3,7 +3,8 @@
 Contract: `usable(dtype, k, n)` says whether a `[rows, k] @ [k, n]` product
 in `dtype` can run on `weight_packed_linear`; `pack(w)` turns a `[n, k]`
 weight (or a stack of them) into the kernel's VNNI layout, of the same shape
-and size; `linear(out, x, packed)` writes `x @ w.T` into `out`, and
+and size, and `write_rows` rewrites some rows of a packed weight in place;
+`linear(out, x, packed)` writes `x @ w.T` into `out`, and
 `bmm(out, x, packed)` does the same for each matrix of a stack (`bmm_cpu`).
 `x` and `out` may be column slices of wider matrices: the kernel takes their
 row strides.
@@ -53,8 +54,34 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
     """`[n, k]` or `[slots, n, k]` weights in the kernel's layout (same shape):
     per block of 32 rows of n, `[k / 2, 32, 2]`, as `convert_weight_packed` lays them."""
     *lead, n, k = weight.shape
-    blocks = weight.reshape(*lead, n // N_ALIGN, N_ALIGN, k // 2, 2)
-    return blocks.transpose(-3, -2).contiguous().reshape(weight.shape)
+    # A pair of k is one 32-bit word: the layout is then a transpose of words,
+    # 2-4x faster to copy than one of 2-element rows.
+    words = weight.contiguous().view(torch.int32).reshape(*lead, n // N_ALIGN, N_ALIGN, k // 2)
+    return words.transpose(-2, -1).contiguous().view(weight.dtype).reshape(weight.shape)
+
+
+def write_rows(packed: torch.Tensor, first: int, rows: torch.Tensor) -> None:
+    """Write `rows` (`[r, k]`) as rows `first`.. of the `[n, k]` matrix that `packed`
+    holds in the kernel's layout, leaving its other rows as they are: what
+    `packed.copy_(pack(matrix))` does for a matrix that differs only there."""
+    n, k = packed.shape
+    # The packed words seen as [block, row in block, pair of k]: row-major again.
+    dest = packed.view(torch.int32).view(n // N_ALIGN, k // 2, N_ALIGN).transpose(1, 2)
+    src = rows.to(packed.dtype).contiguous().view(torch.int32)
+    done = 0
+    while done < src.shape[0]:
+        block, at = divmod(first + done, N_ALIGN)
+        left = src.shape[0] - done
+        if at == 0 and left >= N_ALIGN:  # whole blocks in one copy
+            count = left // N_ALIGN
+            dest[block : block + count].copy_(
+                src[done : done + count * N_ALIGN].view(count, N_ALIGN, -1)
+            )
+            done += count * N_ALIGN
+        else:
+            count = min(N_ALIGN - at, left)
+            dest[block, at : at + count].copy_(src[done : done + count])
+            done += count
 
 
 def linear(out: torch.Tensor, x: torch.Tensor, packed: torch.Tensor) -> None:

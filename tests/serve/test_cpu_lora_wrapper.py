@@ -195,6 +195,19 @@ def test_the_packed_layout_is_vllms_and_the_kernel_takes_any_even_k():
         assert not out[..., :16].any() and not out[..., 80:].any()
 
 
+@pytest.mark.parametrize(("first", "count"), [(0, 96), (8, 8), (24, 40), (32, 45), (90, 6)])
+def test_rows_written_into_a_packed_weight_are_what_packing_the_new_matrix_gives(first, count):
+    """write_rows is pack() of the matrix with those rows replaced, and nothing else
+    changes: rows inside one block of 32, across blocks, whole blocks and a tail."""
+    gen = torch.Generator().manual_seed(13)
+    matrix = torch.randn(96, 20, generator=gen).to(torch.bfloat16)
+    rows = torch.randn(count, 20, generator=gen).to(torch.bfloat16)
+    target = packed.pack(matrix)
+    packed.write_rows(target, first, rows)
+    matrix[first : first + count] = rows
+    assert torch.equal(target, packed.pack(matrix))
+
+
 @pytest.mark.parametrize("rank", [1, 16])
 @pytest.mark.parametrize("layout", MAPPINGS)
 def test_odd_and_wide_ranks_get_the_same_arithmetic(layout, rank):
