@@ -121,6 +121,32 @@ def test_an_adapter_written_into_a_slot_is_used_from_the_next_batch(dtype):
     torch.testing.assert_close(y.float(), want, **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_new_fused_copy_copies_only_the_slots_that_hold_an_adapter(dtype):
+    """Slots without an adapter id stay zero in a new copy (no row reads them);
+    once vLLM puts an adapter there, its rows get that adapter's LoRA."""
+    ids = [1, 0, 3, 0, 1, 3]  # slot 0 holds adapter 1, slot 2 adapter 3
+    a, b = (tuple(t.to(dtype) for t in s) for s in stacks(seed=14))
+    weights = FusedWeights()
+    copy = weights.get(a, b, WIDTHS, [1, None, 3], dtype)  # slot 3: past vLLM's list
+    assert copy.a[0].any() and copy.a[2].any()
+    assert not copy.a[1].any() and not copy.a[3].any()
+    assert not any(stack[1].any() or stack[3].any() for stack in copy.b)
+
+    for stacked in (*a, *b):
+        stacked[1].mul_(1)  # as vLLM's set_lora does: slot 1 written in place
+    later = [2 if i == 0 else i for i in ids]  # adapter 2 now sits in slot 1
+    w = wrapper(LoraplexPunicaWrapperCPU, later, [1, 2, 3])
+    w._fused = weights
+    x = torch.randn(len(ids), HIDDEN).to(dtype)
+    y0 = torch.randn(len(ids), sum(WIDTHS)).to(dtype)
+    y = y0.clone()
+    w.add_lora_linear(y, x, a, b, 1.0, WIDTHS)
+    want = expected(y0, x, a, b, w.token_lora_indices, 1.0)
+    tol = {"atol": 0.15, "rtol": 0.02} if dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(y.float(), want, **tol)
+
+
 def test_the_vllm_choice_runs_vllms_own_wrapper_arithmetic(monkeypatch):
     ids = [1, 2, 3, 4] * 4  # every row has an adapter: vLLM's ops are right there
     a, b = stacks(seed=5)
