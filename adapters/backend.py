@@ -17,6 +17,9 @@ from abc import ABC, abstractmethod
 
 class Backend(ABC):
     url: str
+    round_trips: bool = False
+    """Each call is a network round trip (S3): many small reads go faster in
+    parallel. Locally they are system calls, which threads only slow down."""
 
     @abstractmethod
     def read(self, key: str) -> bytes | None:

@@ -73,7 +73,7 @@ def list_adapters(
 
     def action(s: Store):
         page, more = s.catalog_page(after or "", limit)
-        return [{"name": n, "versions": v, "aliases": s.aliases(n)} for n, v in page.items()], more
+        return [{"name": n, "versions": v, "aliases": a} for n, (v, a) in page.items()], more
 
     rows, more = _run(store, action)
     lines = [

@@ -21,6 +21,8 @@ _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
 class S3Backend(Backend):
+    round_trips = True
+
     def __init__(
         self, url: str, *, connect_timeout: float = 2.0, read_timeout: float = 5.0
     ) -> None:

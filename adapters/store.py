@@ -15,10 +15,12 @@ keeps its claim as a tombstone, so a number is never given out twice.
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -49,6 +51,8 @@ ALIASES = "aliases.json"
 CLAIM = ".claim"
 DEFAULT_STORE = "./.loraplex/adapters"
 CAS_ATTEMPTS = 50
+# A catalog page lists this many names at once (botocore pools 10 connections).
+PAGE_READERS = 8
 ANY = object()  # set_alias(expect=ANY): move the alias wherever it points now
 VERSION_DIR = re.compile(r"v([0-9]+)")
 # A committed version, as a key under the store's root: `chat/v3/manifest.json`.
@@ -96,17 +100,33 @@ class Store:
                 versions.setdefault(m[1], []).append(int(m[2]))
         return {n: sorted(versions[n]) for n in sorted(versions)}
 
-    def catalog_page(self, after: str = "", limit: int = 100) -> tuple[dict[str, list[int]], bool]:
-        """Up to `limit` names after `after` → their committed versions, sorted,
-        and whether more follow: a listing of the top-level names, then one
-        listing per name on the page, not a walk of every key in the store."""
-        page: dict[str, list[int]] = {}
-        for name in self.backend.folders(after):
-            if _is_name(name) and (versions := self.list_versions(name)):
-                if len(page) == limit:
-                    return page, True
-                page[name] = versions  # a folder without a committed version is no adapter
+    def catalog_page(
+        self, after: str = "", limit: int = 100
+    ) -> tuple[dict[str, tuple[list[int], dict[str, int]]], bool]:
+        """Up to `limit` names after `after` → (their committed versions, sorted;
+        their aliases), and whether more follow: a listing of the top-level
+        names, then a listing and an aliases read per name on the page, not a
+        walk of every key in the store. Where each read is a round trip (S3),
+        the names are read `PAGE_READERS` at a time."""
+        names = iter([name for name in self.backend.folders(after) if _is_name(name)])
+        page: dict[str, tuple[list[int], dict[str, int]]] = {}
+        with contextlib.ExitStack() as stack:
+            read = map
+            if self.backend.round_trips:
+                read = stack.enter_context(ThreadPoolExecutor(PAGE_READERS)).map
+            # One name past the limit says whether more follow.
+            while batch := list(itertools.islice(names, limit + 1 - len(page))):
+                for name, entry in zip(batch, read(self._catalog_entry, batch), strict=True):
+                    if entry is None:
+                        continue  # a folder without a committed version is no adapter
+                    if len(page) == limit:
+                        return page, True
+                    page[name] = entry
         return page, False
+
+    def _catalog_entry(self, name: str) -> tuple[list[int], dict[str, int]] | None:
+        versions = self.list_versions(name)
+        return (versions, self.aliases(name)) if versions else None
 
     def alias_stamps(self) -> dict[str, str | None]:
         """Every name with a committed version → its aliases.json stamp (None:

@@ -20,7 +20,9 @@ after one alias move, the periodic full walk (one listing of the whole
 store, nothing re-read), building the /v1/models answer (first call, then
 with every card built), the memory the index holds (measured on a third
 index, since tracing slows what it measures), and the first page of
-`loraplex adapters list` next to the whole-store walk it replaced. The store
+`loraplex adapters list` next to the whole-store walk it replaced, and the
+store reads behind that page (`Store.catalog_page`) next to the same reads
+one name at a time, as the page read them before. The store
 holds each name's committed layout (`v1/manifest.json`, `aliases.json`),
 written directly: listing and polling
 never open a manifest, so full adapters would only make the setup slower.
@@ -191,7 +193,13 @@ def run_many(url: str, n: int) -> dict:
         catalog = store.catalog()
         return [(x, catalog[x], store.aliases(x)) for x in list(catalog)[:100]]
 
+    def first_page_one_name_at_a_time() -> list:  # the page's reads in turn, as before
+        names = [x for x in store.backend.folders("")][:101]
+        return [(x, store.list_versions(x), store.aliases(x)) for x in names]
+
     page, rows = timed(first_page, repeat=3)
+    page_reads, _ = timed(lambda: store.catalog_page("", 100), repeat=3)
+    page_in_turn, _ = timed(first_page_one_name_at_a_time, repeat=3)
     page_by_walk, rows_by_walk = timed(first_page_by_walk, repeat=3)
     assert [r["name"] for r in rows] == [r[0] for r in rows_by_walk] and len(rows) == 100
     return {
@@ -208,6 +216,8 @@ def run_many(url: str, n: int) -> dict:
         "v1_models_s": models,
         "v1_models_bytes": len(body),
         "adapters_list_first_page_s": page,
+        "catalog_page_s": page_reads,
+        "catalog_page_one_name_at_a_time_s": page_in_turn,
         "adapters_list_first_page_by_walk_s": page_by_walk,
     }
 

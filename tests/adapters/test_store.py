@@ -133,6 +133,21 @@ def test_list_names_skips_what_is_not_an_adapter(store: Store, adapter_dir):
     assert store.aliases("notes.txt") == {}
 
 
+def test_a_catalog_page_fills_up_past_folders_that_hold_no_adapter(store: Store):
+    """Names are read a page's worth at a time, with their versions and aliases;
+    folders without a committed version take no place on the page, however many
+    come before the adapters."""
+    for i in range(5):
+        store.backend.write(f"a{i}/v1/.claim", b"")  # claimed, never committed
+    for i in range(3):
+        store.backend.write(f"b{i}/v{i + 1}/manifest.json", b"{}")
+    store.backend.write("b1/aliases.json", b'{"prod": 2}')
+    b0, b1, b2 = ([1], {}), ([2], {"prod": 2}), ([3], {})
+    assert store.catalog_page(limit=2) == ({"b0": b0, "b1": b1}, True)
+    assert store.catalog_page(after="b1", limit=2) == ({"b2": b2}, False)
+    assert store.catalog_page(after="a1", limit=5) == ({"b0": b0, "b1": b1, "b2": b2}, False)
+
+
 def test_set_alias_points_and_moves(store: Store, adapter_dir):
     store.publish(adapter_dir, "chat")
     store.publish(adapter_dir, "chat")
