@@ -91,9 +91,9 @@ class FusedWeights:
         if copy is None:
             copy = _empty(a_stacked, tuple(widths), dtype)
             ids, stale = changed_slots(None, slot_ids, copy.a.shape[0])
-            # No row reads a slot that holds no adapter, so a new copy's zeros
-            # do for those: the first LoRA batch copies its adapters, not every
-            # slot (about 10 ms a slot on SmolLM2, with up to 128 slots).
+            # No row reads a slot that holds no adapter: the first LoRA batch
+            # copies its adapters, not every slot (about 10 ms a slot on
+            # SmolLM2, with up to 128 slots).
             stale = [slot for slot in stale if ids[slot] is not None]
         else:
             ids, stale = changed_slots(copy.slot_ids, slot_ids, copy.a.shape[0])
@@ -122,20 +122,24 @@ def _empty(a_stacked, widths: tuple[int, ...], dtype: torch.dtype) -> FusedCopy:
     k = slice_k(rank)
     inner = inner_width(len(widths), rank)
     packed = amx.usable(dtype, fan_in, inner) and all(amx.usable(dtype, k, w) for w in widths)
-    # Zeros pack to zeros, so the packed layout starts the same way.
+    # Uninitialised: _fill writes a whole slot, and until then no row reads it
+    # (a padded block's rows for an absent slot are computed and dropped). The
+    # pages of slots never filled are never touched, so they cost no memory.
     if packed:
-        a = torch.zeros(slots, inner, fan_in, dtype=dtype)
-        b = tuple(torch.zeros(slots, width, k, dtype=dtype) for width in widths)
+        a = torch.empty(slots, inner, fan_in, dtype=dtype)
+        b = tuple(torch.empty(slots, width, k, dtype=dtype) for width in widths)
     else:
-        a = torch.zeros(slots, fan_in, inner, dtype=dtype)
-        b = (torch.zeros(slots, inner, sum(widths), dtype=dtype),)
+        a = torch.empty(slots, fan_in, inner, dtype=dtype)
+        b = (torch.empty(slots, inner, sum(widths), dtype=dtype),)
     return FusedCopy(a, b, packed, widths, k, slot_ids=(None,) * slots)
 
 
 def _fill(copy: FusedCopy, slot: int, a_stacked, b_stacked) -> None:
-    """Copy vLLM's slot `slot` of every slice into the fused copy, in place: each
-    slice's A rows and B, so the padding, written nowhere, stays zero."""
+    """Copy vLLM's slot `slot` of every slice into the fused copy, in place: the
+    slot's padding is zeroed, then each slice's A rows and B written."""
     k, offset = copy.k, 0
+    for stack in (copy.a, *copy.b):
+        stack[slot].zero_()
     for i, (a_i, b_i, width) in enumerate(zip(a_stacked, b_stacked, copy.widths, strict=True)):
         a_i, b_i = slot_stack(a_i)[slot], slot_stack(b_i)[slot]  # [rank, in], [out, rank]
         rank = a_i.shape[0]

@@ -16,6 +16,7 @@ from vllm.platforms import current_platform
 from vllm.plugins import load_plugins_by_group
 
 from loraplex.serve import slots as slots_module
+from loraplex.serve.cpu_lora_ops import fused as fused_module
 from loraplex.serve.cpu_lora_ops import packed, plugin
 from loraplex.serve.cpu_lora_ops.fused import FusedWeights, apply_fused
 from loraplex.serve.cpu_lora_ops.plan import plan_for_tokens
@@ -122,16 +123,22 @@ def test_an_adapter_written_into_a_slot_is_used_from_the_next_batch(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_new_fused_copy_copies_only_the_slots_that_hold_an_adapter(dtype):
-    """Slots without an adapter id stay zero in a new copy (no row reads them);
-    once vLLM puts an adapter there, its rows get that adapter's LoRA."""
+def test_a_new_fused_copy_copies_only_the_slots_that_hold_an_adapter(dtype, monkeypatch):
+    """A new copy copies the slots vLLM names an adapter for, not the others (no
+    row reads them); once vLLM puts an adapter there, its rows get that adapter's
+    LoRA, and a slot's earlier contents leave no trace."""
+    filled = []
+    fill = fused_module._fill
+    monkeypatch.setattr(
+        fused_module, "_fill", lambda c, slot, *s: (filled.append(slot), fill(c, slot, *s))
+    )
     ids = [1, 0, 3, 0, 1, 3]  # slot 0 holds adapter 1, slot 2 adapter 3
     a, b = (tuple(t.to(dtype) for t in s) for s in stacks(seed=14))
     weights = FusedWeights()
     copy = weights.get(a, b, WIDTHS, [1, None, 3], dtype)  # slot 3: past vLLM's list
-    assert copy.a[0].any() and copy.a[2].any()
-    assert not copy.a[1].any() and not copy.a[3].any()
-    assert not any(stack[1].any() or stack[3].any() for stack in copy.b)
+    assert filled == [0, 2]
+    for stack in (copy.a, *copy.b):
+        stack[1].fill_(float("nan"))  # what an untouched slot may hold
 
     for stacked in (*a, *b):
         stacked[1].mul_(1)  # as vLLM's set_lora does: slot 1 written in place
@@ -142,6 +149,7 @@ def test_a_new_fused_copy_copies_only_the_slots_that_hold_an_adapter(dtype):
     y0 = torch.randn(len(ids), sum(WIDTHS)).to(dtype)
     y = y0.clone()
     w.add_lora_linear(y, x, a, b, 1.0, WIDTHS)
+    assert filled == [0, 2, 1]
     want = expected(y0, x, a, b, w.token_lora_indices, 1.0)
     tol = {"atol": 0.15, "rtol": 0.02} if dtype == torch.bfloat16 else {}
     torch.testing.assert_close(y.float(), want, **tol)
