@@ -18,8 +18,11 @@ reason") and the rest is kept; the recipe decides what to do with them.
 Lines are split on "\n" alone (JSONL), never on the other characters
 Python's `splitlines` treats as breaks (U+2028 may stand inside a string),
 and each is decoded on its own: a line that is not UTF-8 is one bad record.
+A UTF-8 byte order mark at the start of the file (Windows editors and
+PowerShell write one) is no part of the first record.
 """
 
+import codecs
 import hashlib
 import json
 from collections.abc import Callable
@@ -185,7 +188,8 @@ def read_data_file(path: Path, fmt: str = "auto") -> DataFile:
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     result = DataFile(path=path, format=fmt, sha256=hashlib.sha256(raw).hexdigest())
-    for number, raw_line in enumerate(raw.split(b"\n"), start=1):
+    lines = raw.removeprefix(codecs.BOM_UTF8).split(b"\n")
+    for number, raw_line in enumerate(lines, start=1):
         if not raw_line.strip():
             continue
         result.records += 1

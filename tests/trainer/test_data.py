@@ -1,5 +1,6 @@
 """Data files: three formats, detected per file, every bad record reported as file:line."""
 
+import json
 import re
 
 import pytest
@@ -55,6 +56,19 @@ def test_every_bad_record_is_reported_with_file_and_line():
         f"{path}:7: every assistant message has weight 0: nothing to train on",
         f"{path}:8: 'messages' must be a non-empty list",
     ]
+
+
+def test_a_file_saved_with_a_byte_order_mark_and_crlf_keeps_every_record(tmp_path):
+    """Windows editors and PowerShell save UTF-8 with a BOM and CRLF line ends."""
+    lines = [json.dumps(chat(f"question {i}", f"answer {i}")) for i in range(3)]
+    path = tmp_path / "windows.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    data = read_data_file(path)
+    assert data.format == "chat" and not data.problems
+    assert [c.messages[0].content for c in data.conversations] == [
+        f"question {i}" for i in range(3)
+    ]
+    assert data.conversations[0].source == f"{path}:1"
 
 
 @pytest.mark.parametrize(
