@@ -5,10 +5,12 @@ assistant messages, so one renderer (render.py) applies the base model's own
 chat template to all of them:
 
 - chat (OpenAI's fine-tuning format): `{"messages": [{"role", "content",
-  "weight"?}, ...]}`; an assistant message with `"weight": 0` is shown to the
-  model but not trained on. Neither is an assistant message that opens the
-  conversation: with nothing before it there is no prompt it answers, and a
-  served chat request always has one, so it is kept as context only.
+  "weight"?}, ...]}`, content a string or a list of text parts (joined with
+  newlines, as vLLM joins them when serving); an assistant message with
+  `"weight": 0` is shown to the model but not trained on. Neither is an
+  assistant message that opens the conversation: with nothing before it there
+  is no prompt it answers, and a served chat request always has one, so it is
+  kept as context only.
 - prompt-completion: `{"prompt": ..., "completion": ...}` → user, assistant.
 - alpaca: `{"instruction", "input"?, "output"}` → user (instruction, then
   input), assistant (output).
@@ -112,9 +114,7 @@ def _parse_message(index: int, message: Any) -> Message:
     for key in UNSUPPORTED_MESSAGE_KEYS:
         if key in message:
             raise RecordError(f"{where} has '{key}': tool calls are not supported")
-    content = message.get("content")
-    if not isinstance(content, str):
-        raise RecordError(f"{where} ({role}) content must be a string")
+    content = _content_text(message.get("content"), f"{where} ({role})")
     _check_unicode(content, f"{where} ({role}) content")
     weight = message.get("weight", 1)
     if "weight" in message and role != "assistant":
@@ -124,6 +124,24 @@ def _parse_message(index: int, message: Any) -> Message:
     if role == "assistant" and not content.strip():
         raise RecordError(f"{where} is an empty assistant answer")
     return Message(role, content, trained=role == "assistant" and weight == 1)
+
+
+def _content_text(content: Any, where: str) -> str:
+    """A message's content as text: a string, or OpenAI's list of text parts
+    joined with newlines, as vLLM's chat renderer joins them when serving."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list) or not content:
+        raise RecordError(f"{where} content must be a string or a list of text parts")
+    texts = []
+    for number, part in enumerate(content, start=1):
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise RecordError(
+                f"{where} content part {number} is {kind!r}; only text parts are supported"
+            )
+        texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def parse_prompt_completion(record: dict[str, Any]) -> tuple[Message, ...]:

@@ -71,6 +71,29 @@ def test_a_file_saved_with_a_byte_order_mark_and_crlf_keeps_every_record(tmp_pat
     assert data.conversations[0].source == f"{path}:1"
 
 
+def test_content_given_as_text_parts_is_their_text_joined_by_newlines(tmp_path):
+    """OpenAI's chat format allows content as a list of parts; text parts are read
+    as vLLM renders them when serving, any other part is that record's problem."""
+    parts = [{"type": "text", "text": "first"}, {"type": "text", "text": "second"}]
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    records = [
+        {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": parts}]},
+        {
+            "messages": [
+                {"role": "user", "content": [parts[0], image]},
+                chat("q", "a")["messages"][1],
+            ]
+        },
+        {"messages": [{"role": "user", "content": []}, chat("q", "a")["messages"][1]]},
+    ]
+    data = read_data_file(write_jsonl(tmp_path / "parts.jsonl", records))
+    assert [m.content for m in data.conversations[0].messages] == ["first\nsecond"] * 2
+    assert [p.reason for p in data.problems] == [
+        "message 1 (user) content part 2 is 'image_url'; only text parts are supported",
+        "message 1 (user) content must be a string or a list of text parts",
+    ]
+
+
 @pytest.mark.parametrize(
     ("record", "reason"),
     [
@@ -97,7 +120,7 @@ def test_chat_problems_name_the_message(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", records)
     reasons = [p.reason for p in read_data_file(path, "chat").problems]
     assert reasons == [
-        "message 2 (assistant) content must be a string",
+        "message 2 (assistant) content must be a string or a list of text parts",
         "message 1 (user) has a weight; only assistant messages take one",
         "message 2 has weight 2; expected 0 or 1",
         "a system message may only come first",
