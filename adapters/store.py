@@ -362,7 +362,10 @@ class Store:
 
         Safe to call concurrently for the same version (see cache.py).
         """
-        manifest = self.resolve(ref)
+        return self.fetch_resolved(self.resolve(ref), cache_dir)
+
+    def fetch_resolved(self, manifest: Manifest, cache_dir: Path) -> Path:
+        """`fetch` for a version already resolved: its manifest is not read again."""
         entry = cache.entry_path(Path(cache_dir), manifest)
         if cache.is_complete(entry, manifest):
             return entry

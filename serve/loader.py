@@ -85,7 +85,7 @@ class AdapterLoader:
         started = time.perf_counter()
         manifest = await asyncio.to_thread(self.store.resolve, adapter.lora_name)
         self.check_base(manifest)
-        path = await asyncio.to_thread(self.store.fetch, adapter.lora_name, self.cache_dir)
+        path = await asyncio.to_thread(self.store.fetch_resolved, manifest, self.cache_dir)
         seconds = time.perf_counter() - started
         self.metrics.fetch_seconds.observe(seconds)
         logger.info("fetched %s in %.3fs", adapter.lora_name, seconds)
