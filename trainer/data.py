@@ -21,7 +21,8 @@ Lines are split on "\n" alone (JSONL), never on the other characters
 Python's `splitlines` treats as breaks (U+2028 may stand inside a string),
 and each is decoded on its own: a line that is not UTF-8 is one bad record.
 A UTF-8 byte order mark at the start of the file (Windows editors and
-PowerShell write one) is no part of the first record.
+PowerShell write one) is no part of the first record; a gzip-compressed
+file is refused as such.
 """
 
 import codecs
@@ -35,6 +36,7 @@ from typing import Any
 from loraplex.trainer.errors import DataError
 
 ROLES = ("system", "user", "assistant")
+GZIP_MAGIC = b"\x1f\x8b"
 UNSUPPORTED_RECORD_KEYS = ("tools", "functions")
 UNSUPPORTED_MESSAGE_KEYS = ("tool_calls", "function_call", "tool_call_id")
 
@@ -205,6 +207,8 @@ def read_data_file(path: Path, fmt: str = "auto") -> DataFile:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if raw.startswith(GZIP_MAGIC):  # else every line is "not UTF-8", which hides why
+        raise DataError(f"{path} is gzip-compressed: decompress it first (gunzip {path})")
     result = DataFile(path=path, format=fmt, sha256=hashlib.sha256(raw).hexdigest())
     lines = raw.removeprefix(codecs.BOM_UTF8).split(b"\n")
     for number, raw_line in enumerate(lines, start=1):

@@ -1,5 +1,6 @@
 """Data files: three formats, detected per file, every bad record reported as file:line."""
 
+import gzip
 import json
 import re
 
@@ -69,6 +70,13 @@ def test_a_file_saved_with_a_byte_order_mark_and_crlf_keeps_every_record(tmp_pat
         f"question {i}" for i in range(3)
     ]
     assert data.conversations[0].source == f"{path}:1"
+
+
+def test_a_gzip_compressed_file_is_refused_as_such(tmp_path):
+    path = tmp_path / "data.jsonl.gz"
+    path.write_bytes(gzip.compress(json.dumps(chat("q", "a")).encode() + b"\n"))
+    with pytest.raises(DataError, match=r"data.jsonl.gz is gzip-compressed: decompress it first"):
+        read_data_file(path)
 
 
 def test_content_given_as_text_parts_is_their_text_joined_by_newlines(tmp_path):

@@ -3,7 +3,7 @@
 Generated with hypothesis, for each of the three formats: arbitrary JSON,
 records shaped like the format with wrong types, odd roles and weights, and
 strings that trip tokenizers and line splitting (lone surrogates, U+2028,
-special tokens, NUL).
+special tokens, NUL, a byte order mark).
 """
 
 import json
@@ -16,7 +16,20 @@ from hypothesis import strategies as st
 from loraplex.trainer.data import read_data_file
 from loraplex.trainer.render import ChatRenderer, render_examples
 
-TRICKY = ["", " ", "\ud800", "\udfff", "\u2028", "\x1c", "\x85", "\r", "\x00", "<|im_end|>", "é"]
+TRICKY = [
+    "",
+    " ",
+    "\ud800",
+    "\udfff",
+    "\u2028",
+    "\x1c",
+    "\x85",
+    "\r",
+    "\x00",
+    "<|im_end|>",
+    "é",
+    "\ufeff",
+]
 texts = st.one_of(st.sampled_from(TRICKY), st.text(max_size=12), st.text(max_size=4).map(str.upper))
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False), texts)
 json_values = st.recursive(
@@ -78,8 +91,10 @@ def outcomes(tokenizer, fmt: str, lines: list[str]) -> tuple[list[str], list[str
 
 def check_every_line_accounted_for(tokenizer, fmt: str, lines: list[str]) -> None:
     examples, problems = outcomes(tokenizer, fmt, lines)
-    # Blank as JSONL reads it: ASCII whitespace only (a line of U+0085 is a bad record).
+    # Blank as JSONL reads it: ASCII whitespace only (a line of U+0085 is a bad record),
+    # after the byte order mark a file may start with.
     raw = [line.encode("utf-8", "surrogatepass") for line in lines]
+    raw[0] = raw[0].removeprefix(b"\xef\xbb\xbf")
     expected = {str(n) for n, line in enumerate(raw, start=1) if line.strip()}
     for problem in problems:
         where, _, reason = problem.partition(": ")
