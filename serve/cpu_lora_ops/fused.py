@@ -93,7 +93,7 @@ class FusedWeights:
             ids, stale = changed_slots(None, slot_ids, copy.a.shape[0])
             # No row reads a slot that holds no adapter: the first LoRA batch
             # copies its adapters, not every slot (about 10 ms a slot on
-            # SmolLM2, with up to 128 slots).
+            # SmolLM2; slots are sized up to --max-num-seqs, 128 by default).
             stale = [slot for slot in stale if ids[slot] is not None]
         else:
             ids, stale = changed_slots(copy.slot_ids, slot_ids, copy.a.shape[0])
