@@ -138,10 +138,12 @@ def _content_text(content: Any, where: str) -> str:
     texts = []
     for number, part in enumerate(content, start=1):
         kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-        if kind != "text" or not isinstance(part.get("text"), str):
+        if kind != "text":
             raise RecordError(
                 f"{where} content part {number} is {kind!r}; only text parts are supported"
             )
+        if not isinstance(part.get("text"), str):
+            raise RecordError(f"{where} content part {number}: 'text' must be a string")
         texts.append(part["text"])
     return "\n".join(texts)
 

@@ -93,12 +93,14 @@ def test_content_given_as_text_parts_is_their_text_joined_by_newlines(tmp_path):
             ]
         },
         {"messages": [{"role": "user", "content": []}, chat("q", "a")["messages"][1]]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
     ]
     data = read_data_file(write_jsonl(tmp_path / "parts.jsonl", records))
     assert [m.content for m in data.conversations[0].messages] == ["first\nsecond"] * 2
     assert [p.reason for p in data.problems] == [
         "message 1 (user) content part 2 is 'image_url'; only text parts are supported",
         "message 1 (user) content must be a string or a list of text parts",
+        "message 1 (user) content part 1: 'text' must be a string",
     ]
 
 
