@@ -194,7 +194,7 @@ def run_many(url: str, n: int) -> dict:
         return [(x, catalog[x], store.aliases(x)) for x in list(catalog)[:100]]
 
     def first_page_one_name_at_a_time() -> list:  # the page's reads in turn, as before
-        names = [x for x in store.backend.folders("")][:101]
+        names = store.backend.folders("")[:101]
         return [(x, store.list_versions(x), store.aliases(x)) for x in names]
 
     page, rows = timed(first_page, repeat=3)
