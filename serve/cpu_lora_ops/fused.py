@@ -171,24 +171,23 @@ def apply_fused(
 
 def _apply_packed(x, copy: FusedCopy, target, plan: Plan, scale: float) -> None:
     inner = copy.a.shape[1]
-    if plan.kind == "runs":
+    if plan.kind == "padded":
+        n_slots, max_rows = plan.block_slots, plan.max_rows
+        block = x.index_select(0, plan.pad_sources).view(n_slots, max_rows, -1)
+        shrunk = x.new_empty(n_slots, max_rows, inner)
+        amx.bmm(shrunk, block, plan.block_weights(copy.a))
+        # One extra zero row: what rows outside the block (no slot, long runs) gather.
+        out = x.new_empty(n_slots * max_rows + 1, copy.width)
+        out[-1].zero_()
+        _expand(amx.bmm, out[:-1].view(n_slots, max_rows, -1), shrunk, copy, plan.block_weights)
+        target.add_(out.index_select(0, plan.row_sources), alpha=scale)
+    if plan.kind in ("runs", "padded"):
         for slot, start, end in plan.runs:
             shrunk = x.new_empty(end - start, inner)
             amx.linear(shrunk, x[start:end], copy.a[slot])
             out = x.new_empty(end - start, copy.width)
             _expand(amx.linear, out, shrunk, copy, lambda stack, slot=slot: stack[slot])
             target[start:end].add_(out, alpha=scale)
-        return
-    if plan.kind == "padded":
-        n_slots, max_rows = plan.block_slots, plan.max_rows
-        block = x.index_select(0, plan.pad_sources).view(n_slots, max_rows, -1)
-        shrunk = x.new_empty(n_slots, max_rows, inner)
-        amx.bmm(shrunk, block, plan.block_weights(copy.a))
-        # One extra zero row: what rows without a slot gather.
-        out = x.new_empty(n_slots * max_rows + 1, copy.width)
-        out[-1].zero_()
-        _expand(amx.bmm, out[:-1].view(n_slots, max_rows, -1), shrunk, copy, plan.block_weights)
-        target.add_(out.index_select(0, plan.row_sources), alpha=scale)
         return
     # Sorted: rows packed by slot, one shrink and the expands per slot (no weight copies).
     rows = x.index_select(0, plan.rows)
@@ -212,19 +211,19 @@ def _expand(product, out: torch.Tensor, shrunk: torch.Tensor, copy: FusedCopy, w
 
 
 def _apply_plain(x, a, b, target, plan: Plan, scale: float) -> None:
-    if plan.kind == "runs":
-        for slot, start, end in plan.runs:
-            shrunk = torch.mm(x[start:end], a[slot])
-            target[start:end].addmm_(shrunk, b[slot], alpha=scale)
-    elif plan.kind == "padded":
+    if plan.kind == "padded":
         n_slots, max_rows = plan.block_slots, plan.max_rows
         block = x.index_select(0, plan.pad_sources).view(n_slots, max_rows, -1)
         a_used, b_used = plan.block_weights(a), plan.block_weights(b)
-        # One extra zero row: what rows without a slot gather.
+        # One extra zero row: what rows outside the block (no slot, long runs) gather.
         out = torch.empty(n_slots * max_rows + 1, target.shape[1], dtype=target.dtype)
         out[-1].zero_()
         torch.bmm(torch.bmm(block, a_used), b_used, out=out[:-1].view(n_slots, max_rows, -1))
         target.add_(out.index_select(0, plan.row_sources), alpha=scale)
+    if plan.kind in ("runs", "padded"):
+        for slot, start, end in plan.runs:
+            shrunk = torch.mm(x[start:end], a[slot])
+            target[start:end].addmm_(shrunk, b[slot], alpha=scale)
     elif plan.kind == "sorted":
         rows = x.index_select(0, plan.rows)
         out = torch.empty(rows.shape[0], target.shape[1], dtype=target.dtype)

@@ -54,14 +54,14 @@ def _apply(
             f"and {target.shape[0]} output rows"
         )
     width, dtype = target.shape[1], target.dtype
-    if plan.kind == "runs":
+    if plan.kind == "padded":
+        _apply_padded(inputs, weights, target, plan, add=add, scale=scale)
+    if plan.kind in ("runs", "padded"):
         beta = 1.0 if add else 0.0  # beta 0 ignores what was there, NaN included
         for slot, start, end in plan.runs:
             w = weights[slot, :width].to(dtype)
             x = inputs[start:end].to(dtype)
             target[start:end].addmm_(x, w.T, beta=beta, alpha=scale)
-    elif plan.kind == "padded":
-        _apply_padded(inputs, weights, target, plan, add=add, scale=scale)
     elif plan.kind == "sorted":
         x = inputs.index_select(0, plan.rows).to(dtype)
         y = torch.empty(x.shape[0], width, dtype=dtype)

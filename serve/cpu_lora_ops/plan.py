@@ -14,7 +14,9 @@ A `Plan` picks one of three ways to run an op:
 - `padded`: many interleaved rows (decode steps mixing requests): the rows of
   each slot are packed into a zero-padded `[slots, max_rows, in]` block and
   multiplied with one `bmm`, so the cost does not grow with the number of
-  adapters in the batch. When the slots present are a compact range of the
+  adapters in the batch. A few long runs (a prefill chunk among decode rows)
+  are left out of the block and run as `runs` do: padding every slot to a
+  prefill's length would waste more than it saves. When the slots present are a compact range of the
   stack (vLLM fills the lowest free slot), the block spans that range, so
   the weights are the stack's own slice rather than a gathered copy.
 - `sorted`: like `padded`, but one matmul per slot over its packed rows; used
@@ -30,6 +32,10 @@ import torch
 MAX_RUNS = 4
 """At most this many contiguous ranges are run as slices (beyond, a padded bmm wins)."""
 
+long_runs_apart = MAX_RUNS
+"""At most this many long runs are left out of a padded block; bench_lora_step sets 0
+to compare with every row in the block (or `sorted`), as before."""
+
 _CACHE_SIZE = 4
 """Plans kept: linear layers (`sgmv`) and the logits (`bgmv`) of one step may differ."""
 
@@ -40,8 +46,9 @@ class Plan:
 
     kind: str  # "none" | "runs" | "padded" | "sorted"
     num_rows: int
-    runs: tuple[tuple[int, int, int], ...] = ()  # (slot, start, end) for kind "runs"
-    rows: torch.Tensor | None = None  # rows with a slot, grouped by slot (padded, sorted)
+    # (slot, start, end): every run (runs), or the long runs left out of the block (padded)
+    runs: tuple[tuple[int, int, int], ...] = ()
+    rows: torch.Tensor | None = None  # the other rows with a slot, grouped by slot (padded, sorted)
     slots: torch.Tensor | None = None  # slots present, ascending (padded, sorted)
     slot_list: tuple[int, ...] = ()
     bounds: tuple[tuple[int, int], ...] = ()  # each slot's range in `rows` (sorted)
@@ -71,7 +78,7 @@ class Plan:
 
 def plan_for_tokens(token_slots: torch.Tensor) -> Plan:
     """The plan for one slot index per row (the `bgmv_*` ops' indices)."""
-    return _cached("tokens", (token_slots,), lambda: _build(token_slots))
+    return _cached("tokens", (token_slots,), lambda: build(token_slots))
 
 
 def plan_for_runs(run_slots: torch.Tensor, run_lengths: torch.Tensor) -> Plan:
@@ -79,7 +86,7 @@ def plan_for_runs(run_slots: torch.Tensor, run_lengths: torch.Tensor) -> Plan:
     return _cached(
         "runs",
         (run_slots, run_lengths),
-        lambda: _build(torch.repeat_interleave(run_slots, run_lengths)),
+        lambda: build(torch.repeat_interleave(run_slots, run_lengths)),
     )
 
 
@@ -101,7 +108,8 @@ def _cached(form: str, key: tuple[torch.Tensor, ...], build: Callable[[], Plan])
     return plan
 
 
-def _build(token_slots: torch.Tensor) -> Plan:
+def build(token_slots: torch.Tensor) -> Plan:
+    """The plan for one slot index per row, uncached (plan_for_tokens caches it)."""
     token_slots = token_slots.to(torch.long)
     n = token_slots.numel()
     run_slots, run_lengths = torch.unique_consecutive(token_slots, return_counts=True)
@@ -115,14 +123,18 @@ def _build(token_slots: torch.Tensor) -> Plan:
     if len(runs) <= MAX_RUNS:
         return Plan("runs", n, runs=tuple(runs))
 
-    rows = torch.nonzero(token_slots >= 0).squeeze(1)
+    long_runs = _long_runs(runs)
+    in_block = token_slots >= 0
+    for _, start, end in long_runs or ():
+        in_block[start:end] = False
+    rows = torch.nonzero(in_block).squeeze(1)
     order = torch.argsort(token_slots[rows], stable=True)
     rows = rows[order]
     slots, counts = torch.unique_consecutive(token_slots[rows], return_counts=True)
     count_list = counts.tolist()
     max_rows = max(count_list)
     slot_list = tuple(slots.tolist())
-    if len(count_list) * max_rows > 2 * rows.numel() + 64:
+    if long_runs is None:
         bounds, a = [], 0
         for c in count_list:
             bounds.append((a, a + c))
@@ -137,7 +149,7 @@ def _build(token_slots: torch.Tensor) -> Plan:
     # most twice the present slots' weights (a gather reads, writes and reads
     # them again) and pads no more rows than `sorted` allows.
     span = slot_list[-1] - slot_list[0] + 1
-    compact = span <= 2 * len(slot_list) and span * max_rows <= 2 * rows.numel() + 64
+    compact = span <= 2 * len(slot_list) and _pads_little(span, max_rows, rows.numel())
     block_of_group = slots - slot_list[0] if compact else torch.arange(len(count_list))
     # Row i of `rows` is the j-th row of its slot group g: padded position block(g)*max_rows + j.
     group = torch.repeat_interleave(torch.arange(len(count_list)), counts)
@@ -148,7 +160,31 @@ def _build(token_slots: torch.Tensor) -> Plan:
     sources = torch.zeros(padded_size, dtype=torch.long).index_copy_(0, positions, rows)
     row_sources = torch.full((n,), padded_size, dtype=torch.long).index_copy_(0, rows, positions)
     return Plan(
-        "padded", n, rows=rows, slots=slots, slot_list=slot_list, max_rows=max_rows,
-        first_slot=slot_list[0] if compact else None, pad_positions=positions,
-        pad_sources=sources, row_sources=row_sources,
+        "padded", n, runs=tuple(long_runs), rows=rows, slots=slots, slot_list=slot_list,
+        max_rows=max_rows, first_slot=slot_list[0] if compact else None,
+        pad_positions=positions, pad_sources=sources, row_sources=row_sources,
     )  # fmt: skip
+
+
+def _pads_little(groups: int, height: int, rows: int) -> bool:
+    """A block of `groups` groups of `height` rows holding `rows` rows wastes little."""
+    return groups * height <= 2 * rows + 64
+
+
+def _long_runs(runs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]] | None:
+    """The fewest of the longest runs (at most long_runs_apart) that, left out of the padded
+    block, let the other rows pad little; None when no such choice does (sorted).
+    A run left out must be taller than the block it leaves: a short one is no
+    cheaper apart, and it would cost products of its own."""
+    by_length = sorted(runs, key=lambda run: run[1] - run[2])
+    for taken in range(min(long_runs_apart, len(runs) - 1) + 1):
+        rows_of_slot: dict[int, int] = {}
+        for slot, start, end in by_length[taken:]:
+            rows_of_slot[slot] = rows_of_slot.get(slot, 0) + end - start
+        counts = rows_of_slot.values()
+        if _pads_little(len(counts), max(counts), sum(counts)):
+            shortest = by_length[taken - 1][2] - by_length[taken - 1][1] if taken else None
+            if shortest is not None and shortest <= max(counts):
+                return None
+            return sorted(by_length[:taken], key=lambda run: run[1])
+    return None

@@ -26,6 +26,7 @@ LAYOUTS = {
     "interleaved": "padded",  # decode-like: slots and base rows alternate
     "interleaved_no_base": "padded",
     "uneven": "sorted",  # one slot has most rows: padding would waste
+    "prefill_among_decode": "padded",  # the long run is left out of the block
     "all_base": "none",
 }
 
@@ -40,6 +41,8 @@ def token_slots(layout: str) -> torch.Tensor:
         return torch.randint(-1, SLOTS, (23,), generator=gen)
     if layout == "interleaved_no_base":
         return torch.randint(0, SLOTS, (23,), generator=gen)
+    if layout == "prefill_among_decode":
+        return torch.tensor([0, 1, 2, 3, -1, 1, 2, 0] + [2] * 40 + [3, 1])
     if layout == "uneven":
         slots = torch.tensor([0, -1] * 60)
         slots[[5, 21, 47]] = torch.tensor([1, 2, 3])
@@ -70,6 +73,23 @@ def test_each_layout_takes_its_path(layout):
     assert plan_for_tokens(slots).kind == LAYOUTS[layout]
     runs, lengths = torch.unique_consecutive(slots, return_counts=True)
     assert plan_for_runs(runs, lengths).kind == LAYOUTS[layout]
+
+
+def test_a_prefill_among_decode_rows_runs_apart_from_the_padded_block():
+    """Padding each slot to the prefill's 40 rows would be 4 x 40 rows for 50."""
+    plan = plan_for_tokens(token_slots("prefill_among_decode"))
+    assert plan.runs == ((2, 8, 48),)
+    assert plan.max_rows == 3  # slot 1: rows 1, 5 and 49
+    assert sorted(plan.rows.tolist()) == [0, 1, 2, 3, 5, 6, 7, 48, 49]
+
+
+def test_prefills_of_equal_length_all_run_apart():
+    """Leaving out the first prefill leaves the second as tall as it: both go."""
+    decode = [*range(8), -1, *range(8)]  # 17 rows: eight slots, two rows each
+    plan = plan_for_tokens(torch.tensor(decode + [3] * 40 + [5] * 40))
+    assert plan.kind == "padded"
+    assert plan.runs == ((3, 17, 57), (5, 57, 97))
+    assert plan.max_rows == 2
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
