@@ -15,10 +15,16 @@ and the result keeps every round's ratios with their min, median and max:
 on this noisy machine one ratio alone can be off by ±20%. Goals (issue 17):
 one adapter ≥ 0.85× of the base, 16 distinct ≥ 0.75×.
 
-    .venv/bin/python -m bench.bench_adapter_cost [--model smollm2-135m-instruct]
-        [--ops loraplex grouped] [--rounds 3] [--prompts 128]
+With every request 128 in / 64 out the 16 running requests start and end
+together, so a step is all prefills or all decodes. `--range-ratio 0.5`
+draws lengths from 64-192 in and 32-96 out: requests then arrive while
+others decode, as with real clients, and steps mix a prefill with decode
+rows.
 
-Results: bench/results/adapter-cost-<model>.json.
+    .venv/bin/python -m bench.bench_adapter_cost [--model smollm2-135m-instruct]
+        [--ops loraplex grouped] [--rounds 3] [--prompts 128] [--range-ratio 0.5]
+
+Results: bench/results/adapter-cost-<model>[-range-<ratio>].json.
 """
 
 import argparse
@@ -51,7 +57,9 @@ def gateway_cmd(base: Path, store: str, port: int, model: str, ops: str, cache: 
     ]  # fmt: skip
 
 
-def measure(model: str, ops: str, rounds: int, prompts: int, work: Path) -> dict:
+def measure(
+    model: str, ops: str, rounds: int, prompts: int, work: Path, range_ratio: float = 0.0
+) -> dict:
     from loraplex.base_models.registry import resolve_base_model
 
     base = resolve_base_model(model)
@@ -70,7 +78,7 @@ def measure(model: str, ops: str, rounds: int, prompts: int, work: Path) -> dict
         for r in range(rounds):
             for load in names[r % 3 :] + names[: r % 3]:
                 out = work / f"{ops}-{load}-{r}.json"
-                runs[load].append(vllm_bench(port, base, LOADS[load], prompts, out))
+                runs[load].append(vllm_bench(port, base, LOADS[load], prompts, out, range_ratio))
     finally:
         stop(proc)
     tps = {load: [run["output_tokens_per_s"] for run in runs[load]] for load in LOADS}
@@ -99,11 +107,20 @@ def main() -> None:
     parser.add_argument("--ops", nargs="+", default=["loraplex", "grouped"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=128)
+    parser.add_argument(
+        "--range-ratio", type=float, default=0.0,
+        help="spread prompt and output lengths by this fraction each way (0: all 128 in / 64 "
+        "out, so the 16 running requests start and end together; 0.5: requests come and go "
+        "while others decode, as with real clients)",
+    )  # fmt: skip
     parser.add_argument("--note", default="", help="Written into the results (e.g. the load).")
     args = parser.parse_args()
     started, load_before = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        sides = [measure(args.model, ops, args.rounds, args.prompts, Path(tmp)) for ops in args.ops]
+        sides = [
+            measure(args.model, ops, args.rounds, args.prompts, Path(tmp), args.range_ratio)
+            for ops in args.ops
+        ]
     result = {
         "benchmark": "adapter_cost",
         "model": args.model,
@@ -112,15 +129,16 @@ def main() -> None:
             "platform": platform.platform(),
             "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         },
-        "client": f"vllm.benchmarks.serve, random 128 in / 64 out, concurrency 16, "
-        f"{args.prompts} prompts per run",
+        "client": f"vllm.benchmarks.serve, random 128 in / 64 out, range ratio "
+        f"{args.range_ratio}, concurrency 16, {args.prompts} prompts per run",
         "goals_vs_base": GOALS,
         "note": args.note,
         "sides": sides,
         "total_s": round(time.perf_counter() - started),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"adapter-cost-{args.model}.json"
+    spread = f"-range-{args.range_ratio:g}" if args.range_ratio else ""
+    out = RESULTS / f"adapter-cost-{args.model}{spread}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({s["ops"]: s["vs_base"] for s in sides}, indent=2))
 

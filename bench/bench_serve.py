@@ -99,8 +99,11 @@ def vllm_cmd(base: Path, adapters: dict[str, Path], port: int, model: str) -> li
     ]  # fmt: skip
 
 
-def vllm_bench(port: int, base: Path, loras: list[str], prompts: int, out: Path) -> dict:
-    """Run vLLM's benchmark client (what `vllm bench serve` runs) from Python."""
+def vllm_bench(
+    port: int, base: Path, loras: list[str], prompts: int, out: Path, range_ratio: float = 0.0
+) -> dict:
+    """Run vLLM's benchmark client (what `vllm bench serve` runs) from Python.
+    `range_ratio` spreads the prompt and output lengths by that fraction each way."""
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
@@ -110,7 +113,7 @@ def vllm_bench(port: int, base: Path, loras: list[str], prompts: int, out: Path)
         "--tokenizer", str(base), "--dataset-name", "random", "--random-input-len", "128",
         "--random-output-len", "64", "--num-prompts", str(prompts), "--max-concurrency", "16",
         "--ignore-eos", "--seed", "0", "--save-result", "--result-dir", str(out.parent),
-        "--result-filename", out.name, "--disable-tqdm",
+        "--result-filename", out.name, "--disable-tqdm", "--random-range-ratio", str(range_ratio),
     ]  # fmt: skip
     if loras:
         argv += ["--lora-modules", *loras, "--lora-assignment", "round-robin"]

@@ -1,0 +1,146 @@
+"""Benchmark: the LoRA work of one step, by the shape of its batch (issue 17).
+
+The fused CPU LoRA ops (`serve/cpu_lora_ops/fused.py`) of SmolLM2-135M's 30
+layers (QKV, O, gate/up, down; rank 16 on every module, 16 adapters in
+slots 0-15, random weights), applied to one batch's rows as vLLM hands them:
+
+- `decode_16_distinct`: 16 decode rows, one per adapter;
+- `prefill_among_decode`: 15 decode rows of 15 adapters and a 128-token
+  prefill of the 16th, as when a request arrives while others decode;
+- `two_prefills_among_decode`: 14 decode rows and two 128-token prefills;
+- `one_adapter_decode`: 16 decode rows of one adapter (a control: one run).
+
+Two sides, side by side in rotated rounds: `long_runs_apart` (the default:
+a prefill's run is multiplied on its own and only the other rows are padded
+into the batched block) and `one_block` (`plan.long_runs_apart = 0`: every
+row in one padded block, or one product per adapter where padding would
+waste, as before). Each cell is ms per step over `--rounds` rounds (min,
+median, max). No engine: only the ops, so these are the steps' LoRA work,
+not their whole time. Results: bench/results/lora-step.json.
+
+    .venv/bin/python -m bench.bench_lora_step [--rounds 7] [--dtypes bfloat16 float32]
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from loraplex.serve.cpu_lora_ops import plan as plans
+from loraplex.serve.cpu_lora_ops.fused import FusedWeights, apply_fused
+
+RESULTS = Path(__file__).parent / "results" / "lora-step.json"
+LAYERS, SLOTS, RANK, PROMPT = 30, 16, 16, 128
+# SmolLM2-135M's LoRA modules: each slice's (in, out).
+MODULES = {
+    "qkv": ((576, 576), (576, 192), (576, 192)),
+    "o": ((576, 576),),
+    "gate_up": ((576, 1536), (576, 1536)),
+    "down": ((1536, 576),),
+}
+BATCHES = {
+    "decode_16_distinct": list(range(SLOTS)),
+    "prefill_among_decode": list(range(1, SLOTS)) + [0] * PROMPT,
+    "two_prefills_among_decode": list(range(2, SLOTS)) + [0] * PROMPT + [1] * PROMPT,
+    "one_adapter_decode": [0] * SLOTS,
+}
+SIDES = {"long_runs_apart": plans.MAX_RUNS, "one_block": 0}
+
+
+def fused_modules(dtype: torch.dtype) -> list[tuple]:
+    """Each module's fused copy, its input and output widths, and its A stacks."""
+    gen, weights, modules = torch.Generator().manual_seed(0), FusedWeights(), []
+
+    def stack(*shape: int) -> torch.Tensor:
+        return (0.01 * torch.randn(SLOTS, 1, *shape, generator=gen)).to(dtype)
+
+    for slices in MODULES.values():
+        a = tuple(stack(RANK, fan_in) for fan_in, _ in slices)
+        b = tuple(stack(fan_out, RANK) for _, fan_out in slices)
+        widths = tuple(o for _, o in slices)
+        copy = weights.get(a, b, widths, list(range(1, SLOTS + 1)), dtype)
+        # FusedWeights knows a module by its stacks' id(), as vLLM's live with the
+        # model: they must outlive the lookups, or a new stack may reuse an id.
+        modules.append((copy, slices[0][0], sum(widths), a))
+    return modules
+
+
+def step_ms(modules: list[tuple], plan: plans.Plan, rows: int, dtype: torch.dtype) -> float:
+    """One step: every layer's modules, each on its own input and output."""
+    io = [(torch.randn(rows, i).to(dtype), torch.zeros(rows, w, dtype=dtype), copy)
+          for copy, i, w, _ in modules]  # fmt: skip
+    started = time.perf_counter()
+    for _ in range(LAYERS):
+        for x, y, copy in io:
+            apply_fused(x, copy, y, plan, 2.0)
+    return (time.perf_counter() - started) * 1e3
+
+
+def describe(plan: plans.Plan) -> str:
+    apart = plan.kind == "padded" and plan.runs
+    return plan.kind + (f" + {len(plan.runs)} runs apart" if apart else "")
+
+
+def measure(dtype: torch.dtype, rounds: int) -> dict:
+    modules = fused_modules(dtype)
+    result = {}
+    for batch, slots in BATCHES.items():
+        token_slots = torch.tensor(slots)
+        built = {}
+        for side, apart in SIDES.items():
+            plans.long_runs_apart = apart
+            built[side] = plans.build(token_slots)
+        plans.long_runs_apart = plans.MAX_RUNS
+        times: dict[str, list[float]] = {side: [] for side in SIDES}
+        order = list(SIDES)
+        step_ms(modules, built[order[0]], len(slots), dtype)  # warm-up
+        for r in range(rounds):
+            for side in order[r % 2 :] + order[: r % 2]:
+                times[side].append(step_ms(modules, built[side], len(slots), dtype))
+        medians = {side: statistics.median(t) for side, t in times.items()}
+        result[batch] = {
+            "rows": len(slots),
+            "plan": {side: describe(p) for side, p in built.items()},
+            "ms_per_step": {
+                side: {"min": round(min(t), 2), "median": round(m, 2), "max": round(max(t), 2)}
+                for (side, t), m in zip(times.items(), medians.values(), strict=True)
+            },
+            "one_block_over_long_runs_apart": round(
+                medians["one_block"] / medians["long_runs_apart"], 2
+            ),
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # as vLLM's CPU worker runs here: one core
+    load_before = os.getloadavg()
+    results = {dtype: measure(getattr(torch, dtype), args.rounds) for dtype in args.dtypes}
+    out = {
+        "benchmark": "lora_step",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "amx": torch.cpu._is_amx_tile_supported(),
+            "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        },
+        "shape": f"SmolLM2-135M, {LAYERS} layers, rank {RANK}, {SLOTS} adapters, prompt {PROMPT}",
+        "rounds": args.rounds,
+        "results": results,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
