@@ -17,9 +17,10 @@ from abc import ABC, abstractmethod
 
 class Backend(ABC):
     url: str
-    round_trips: bool = False
-    """Each call is a network round trip (S3): many small reads go faster in
-    parallel. Locally they are system calls, which threads only slow down."""
+    parallel_reads: int = 1
+    """How many small reads to run at once. On S3 each is a network round trip,
+    so many go faster in parallel, as many as the client pools connections;
+    locally they are system calls, which threads only slow down."""
 
     @abstractmethod
     def read(self, key: str) -> bytes | None:

@@ -20,8 +20,14 @@ _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
+PARALLEL_READS = 16
+"""Small reads run at once (a catalog page, the index's first refresh), and the
+connections botocore pools for them: past its pool (10 by default) urllib3
+discards connections and warns for each."""
+
+
 class S3Backend(Backend):
-    round_trips = True
+    parallel_reads = PARALLEL_READS
 
     def __init__(
         self, url: str, *, connect_timeout: float = 2.0, read_timeout: float = 5.0
@@ -43,6 +49,7 @@ class S3Backend(Backend):
                 read_timeout=read_timeout,
                 retries={"total_max_attempts": 2, "mode": "standard"},
                 s3={"addressing_style": "path"},
+                max_pool_connections=PARALLEL_READS,
             ),
         )
 

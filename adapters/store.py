@@ -51,8 +51,6 @@ ALIASES = "aliases.json"
 CLAIM = ".claim"
 DEFAULT_STORE = "./.loraplex/adapters"
 CAS_ATTEMPTS = 50
-# A catalog page lists this many names at once (botocore pools 10 connections).
-PAGE_READERS = 8
 ANY = object()  # set_alias(expect=ANY): move the alias wherever it points now
 VERSION_DIR = re.compile(r"v([0-9]+)")
 # A committed version, as a key under the store's root: `chat/v3/manifest.json`.
@@ -106,14 +104,15 @@ class Store:
         """Up to `limit` names after `after` → (their committed versions, sorted;
         their aliases), and whether more follow: a listing of the top-level
         names, then a listing and an aliases read per name on the page, not a
-        walk of every key in the store. Where each read is a round trip (S3),
-        the names are read `PAGE_READERS` at a time."""
+        walk of every key in the store. The names are read
+        `backend.parallel_reads` at a time (on S3 each read is a round trip)."""
         names = iter([name for name in self.backend.folders(after) if _is_name(name)])
         page: dict[str, tuple[list[int], dict[str, int]]] = {}
         with contextlib.ExitStack() as stack:
             read = map
-            if self.backend.round_trips:
-                read = stack.enter_context(ThreadPoolExecutor(PAGE_READERS)).map
+            if self.backend.parallel_reads > 1:
+                pool = ThreadPoolExecutor(self.backend.parallel_reads)
+                read = stack.enter_context(pool).map
             # One name past the limit says whether more follow.
             while batch := list(itertools.islice(names, limit + 1 - len(page))):
                 for name, entry in zip(batch, read(self._catalog_entry, batch), strict=True):

@@ -13,7 +13,9 @@ network. Results: bench/results/store.json (MB = 10^6 bytes).
 
 With `--many N` it measures instead what a store of N adapters costs the
 gateway and the CLI, on both backends (bench/results/store-many.json): the
-index's first refresh (every aliases.json read), a second gateway's first
+index's first refresh (every aliases.json read; also with the backend's
+reads at once against the other choice, 1 or 16, before any snapshot
+exists), a second gateway's first
 refresh from the alias snapshot the first one wrote (S3 only: local stamps
 are no MD5s), its steady poll (the change feed: one short listing), a poll
 after one alias move, the periodic full walk (one listing of the whole
@@ -159,6 +161,20 @@ def run_many(url: str, n: int) -> dict:
 
     store = open_store(url)
     setup, _ = timed(lambda: populate(store, n))
+
+    def first_refresh_reading(readers: int) -> float:  # no snapshot written: each reads all
+        default, store.backend.parallel_reads = store.backend.parallel_reads, readers
+        try:
+            return timed(AdapterIndex(store, snapshot_after=10**9).refresh)[0]
+        finally:
+            store.backend.parallel_reads = default
+
+    # The backend's own number of reads at once against the other choice (one at
+    # a time for S3, 16 locally), the other first: it warms what both read.
+    readers = store.backend.parallel_reads
+    other = 16 if readers == 1 else 1
+    by_readers = {other: first_refresh_reading(other), readers: first_refresh_reading(readers)}
+    by_readers = {str(k): by_readers[k] for k in sorted(by_readers)}
     index = AdapterIndex(store)
     first, _ = timed(index.refresh)  # reads every aliases.json, then writes the snapshot
     cold = AdapterIndex(store)
@@ -207,6 +223,7 @@ def run_many(url: str, n: int) -> dict:
         "setup_s": setup,
         "index_first_refresh_s": first,
         "index_first_refresh_from_snapshot_s": from_snapshot,
+        "index_first_refresh_by_reads_at_once_s": by_readers,
         "names_from_snapshot": cold.names_from_snapshot,
         "index_poll_s": steady,
         "index_poll_after_one_alias_move_s": after_move,

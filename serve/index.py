@@ -28,7 +28,6 @@ from loraplex.adapters.changes import ChangeFeed
 logger = logging.getLogger(__name__)
 
 LATEST = "latest"
-READERS = 16  # parallel aliases.json reads when many changed (the first refresh)
 FULL_EVERY = 60.0  # seconds between full walks of the store, at least
 # Names read from the store since the last snapshot before a walk writes a new
 # one: a small store is never written to, a large one at most once a walk.
@@ -175,9 +174,9 @@ class AdapterIndex:
         return dict(sorted(fresh.items()))
 
     def _read_many(self, names: list[str]) -> list[dict[str, int]]:
-        read = self.store.aliases_with_digest
-        if len(names) > 1:  # on S3 each read is a round trip
-            with ThreadPoolExecutor(READERS) as pool:
+        read, readers = self.store.aliases_with_digest, self.store.backend.parallel_reads
+        if len(names) > 1 and readers > 1:  # on S3 each read is a round trip
+            with ThreadPoolExecutor(min(readers, len(names))) as pool:
                 results = list(pool.map(read, names))
         else:
             results = [read(name) for name in names]

@@ -71,3 +71,17 @@ def test_a_local_store_is_never_written_to(tmp_path):
     index.refresh()
     assert store.backend.read(snapshot.KEY) is None
     assert index.aliases("a1") == {"latest": 1}
+
+
+@pytest.mark.s3
+def test_the_first_refresh_reads_in_parallel_within_the_clients_pool(
+    tmp_path, s3_store_url, caplog
+):
+    """All of the backend's parallel reads get a pooled connection: past botocore's
+    pool urllib3 drops connections and warns for each, in the gateway's log."""
+    store = seeded(tmp_path, 200, s3_store_url)
+    caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
+    index = AdapterIndex(store, snapshot_after=10**9)
+    index.refresh()
+    assert store.reads == 200 and len(index.names()) == 200
+    assert "Connection pool is full" not in caplog.text
