@@ -70,11 +70,6 @@ class Plan:
             return stack.index_select(0, self.slots)
         return stack[self.first_slot : self.first_slot + self.block_slots]
 
-    @property
-    def covers_all_rows(self) -> bool:
-        """True when every row has a slot (no -1), so no row must be left alone."""
-        return self.rows is not None and self.rows.numel() == self.num_rows
-
 
 def plan_for_tokens(token_slots: torch.Tensor) -> Plan:
     """The plan for one slot index per row (the `bgmv_*` ops' indices)."""
