@@ -8,29 +8,38 @@ slots 0-15, random weights), applied to one batch's rows as vLLM hands them:
 - `prefill_among_decode`: 15 decode rows of 15 adapters and a 128-token
   prefill of the 16th, as when a request arrives while others decode;
 - `two_prefills_among_decode`: 14 decode rows and two 128-token prefills;
-- `one_adapter_decode`: 16 decode rows of one adapter (a control: one run).
+- `one_adapter_decode`: 16 decode rows of one adapter (a control: one run);
+- `one_adapter_prefill`: four 128-token prompts of one adapter (one run);
+- `prefill_16_adapters`: 16 prompts of 16 adapters, 128 tokens each;
+- `prefill_15_adapters_and_a_decode_row`: 15 such prompts and one decode row,
+  the batch vLLM ran when 16 requests of 16 adapters started together over
+  HTTP (bench_adapter_cost).
 
-Two sides, side by side in rotated rounds: `long_runs_apart` (the default:
-a prefill's run is multiplied on its own and only the other rows are padded
-into the batched block) and `one_block` (`plan.long_runs_apart = 0`: every
-row in one padded block, or one product per adapter where padding would
-waste, as before). Each cell is ms per step over `--rounds` rounds (min,
-median, max). No engine: only the ops, so these are the steps' LoRA work,
-not their whole time. Results: bench/results/lora-step.json.
+Three sides, side by side in rotated rounds: `now` (the defaults); `one_block`
+(`plan.long_runs_apart = 0`: every row in one padded block, or one product
+per adapter where padding would waste, as before 64e9cf7); `kernel_expands`
+(`fused.ADDMM_ROWS` out of reach: a long run's expands on vLLM's kernel,
+then a bf16 add into the output, as before). Each cell is ms per step over
+`--rounds` rounds (min, median, max), and each side's median over `now`'s.
+No engine: only the ops, so these are the steps' LoRA work, not their whole
+time. Results: bench/results/lora-step.json.
 
     .venv/bin/python -m bench.bench_lora_step [--rounds 7] [--dtypes bfloat16 float32]
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from loraplex.serve.cpu_lora_ops import fused
 from loraplex.serve.cpu_lora_ops import plan as plans
 from loraplex.serve.cpu_lora_ops.fused import FusedWeights, apply_fused
 
@@ -48,8 +57,27 @@ BATCHES = {
     "prefill_among_decode": list(range(1, SLOTS)) + [0] * PROMPT,
     "two_prefills_among_decode": list(range(2, SLOTS)) + [0] * PROMPT + [1] * PROMPT,
     "one_adapter_decode": [0] * SLOTS,
+    "one_adapter_prefill": [0] * (4 * PROMPT),
+    "prefill_16_adapters": [slot for slot in range(SLOTS) for _ in range(PROMPT)],
+    # What vLLM ran when 16 requests of 16 adapters started together over HTTP.
+    "prefill_15_adapters_and_a_decode_row": [s for s in range(SLOTS - 1) for _ in range(PROMPT)]
+    + [SLOTS - 1],
 }
-SIDES = {"long_runs_apart": plans.MAX_RUNS, "one_block": 0}
+SIDES = {  # side → (plan.long_runs_apart, fused.ADDMM_ROWS)
+    "now": (plans.long_runs_apart, fused.ADDMM_ROWS),
+    "one_block": (0, fused.ADDMM_ROWS),
+    "kernel_expands": (plans.long_runs_apart, 10**9),
+}
+
+
+@contextlib.contextmanager
+def side_settings(side: str) -> Iterator[None]:
+    now = plans.long_runs_apart, fused.ADDMM_ROWS
+    plans.long_runs_apart, fused.ADDMM_ROWS = SIDES[side]
+    try:
+        yield
+    finally:
+        plans.long_runs_apart, fused.ADDMM_ROWS = now
 
 
 def fused_modules(dtype: torch.dtype) -> list[tuple]:
@@ -92,16 +120,16 @@ def measure(dtype: torch.dtype, rounds: int) -> dict:
     for batch, slots in BATCHES.items():
         token_slots = torch.tensor(slots)
         built = {}
-        for side, apart in SIDES.items():
-            plans.long_runs_apart = apart
-            built[side] = plans.build(token_slots)
-        plans.long_runs_apart = plans.MAX_RUNS
+        for side in SIDES:
+            with side_settings(side):
+                built[side] = plans.build(token_slots)
         times: dict[str, list[float]] = {side: [] for side in SIDES}
         order = list(SIDES)
-        step_ms(modules, built[order[0]], len(slots), dtype)  # warm-up
+        step_ms(modules, built["now"], len(slots), dtype)  # warm-up
         for r in range(rounds):
-            for side in order[r % 2 :] + order[: r % 2]:
-                times[side].append(step_ms(modules, built[side], len(slots), dtype))
+            for side in order[r % len(order) :] + order[: r % len(order)]:
+                with side_settings(side):
+                    times[side].append(step_ms(modules, built[side], len(slots), dtype))
         medians = {side: statistics.median(t) for side, t in times.items()}
         result[batch] = {
             "rows": len(slots),
@@ -110,9 +138,7 @@ def measure(dtype: torch.dtype, rounds: int) -> dict:
                 side: {"min": round(min(t), 2), "median": round(m, 2), "max": round(max(t), 2)}
                 for (side, t), m in zip(times.items(), medians.values(), strict=True)
             },
-            "one_block_over_long_runs_apart": round(
-                medians["one_block"] / medians["long_runs_apart"], 2
-            ),
+            "median_over_now": {side: round(m / medians["now"], 2) for side, m in medians.items()},
         }
     return result
 

@@ -16,6 +16,10 @@ the output straight from its columns of the shrunk rows. A block-diagonal B
 would take one product fewer per extra slice but read its zeros: at rank 16
 they were most of the bytes a 16-adapter decode step reads (block-diagonal
 QKV and gate/up, k padded to 32), and those reads were the step's LoRA cost.
+The kernel cannot add into its output, so each expand writes a buffer that
+is then added to the layer's output; for a run of many rows (a prompt) that
+add costs more than the products, and torch's `addmm_` adds the expands in
+place instead, reading vLLM's own B stacks as they are (ADDMM_ROWS).
 Elsewhere the copy is plain for torch's products: `a` is `[slots, in, inner]`
 and `b` one block-diagonal `[slots, inner, sum(out)]`, as before the kernel:
 there a product's fixed cost is far more than its zeros' arithmetic at rank 16.
@@ -36,6 +40,11 @@ import torch
 from loraplex.serve.cpu_lora_ops import packed as amx
 from loraplex.serve.cpu_lora_ops.ops import slot_stack
 from loraplex.serve.cpu_lora_ops.plan import Plan
+
+ADDMM_ROWS = 256
+"""A run of at least this many rows (a prefill) adds its expands with torch's
+addmm_ from vLLM's B: the kernel cannot accumulate, and for many rows its
+product plus a bf16 add_ costs 2-3x as much (bench_lora_step)."""
 
 
 def slice_k(rank: int) -> int:
@@ -60,6 +69,9 @@ class FusedCopy:
     k: int  # each slice's columns in the shrunk rows (slice_k)
     versions: tuple[int, ...] = ()
     slot_ids: tuple[int | None, ...] = ()
+    # vLLM's own B stacks, `[slots, out, rank]` views (packed layout, same dtype):
+    # the expands of long runs read them as they are (see _add_expands).
+    vllm_b: tuple[torch.Tensor, ...] | None = None
 
     @property
     def width(self) -> int:
@@ -90,6 +102,8 @@ class FusedWeights:
             return copy  # the hot path: once per module per forward pass
         if copy is None:
             copy = _empty(a_stacked, tuple(widths), dtype)
+            if copy.packed and all(b.dtype == dtype for b in b_stacked):
+                copy.vllm_b = tuple(slot_stack(b) for b in b_stacked)
             ids, stale = changed_slots(None, slot_ids, copy.a.shape[0])
             # No row reads a slot that holds no adapter: the first LoRA batch
             # copies its adapters, not every slot (about 10 ms a slot on
@@ -185,6 +199,9 @@ def _apply_packed(x, copy: FusedCopy, target, plan: Plan, scale: float) -> None:
         for slot, start, end in plan.runs:
             shrunk = x.new_empty(end - start, inner)
             amx.linear(shrunk, x[start:end], copy.a[slot])
+            if end - start >= ADDMM_ROWS and copy.vllm_b is not None:
+                _add_expands(target[start:end], shrunk, copy, slot, scale)
+                continue
             out = x.new_empty(end - start, copy.width)
             _expand(amx.linear, out, shrunk, copy, lambda stack, slot=slot: stack[slot])
             target[start:end].add_(out, alpha=scale)
@@ -198,6 +215,18 @@ def _apply_packed(x, copy: FusedCopy, target, plan: Plan, scale: float) -> None:
         part = out[start:end]
         _expand(amx.linear, part, shrunk[start:end], copy, lambda stack, slot=slot: stack[slot])
     target.index_add_(0, plan.rows, out, alpha=scale)
+
+
+def _add_expands(target, shrunk, copy: FusedCopy, slot: int, scale: float) -> None:
+    """target[:, slice i's columns] += scale * shrunk's slice-i columns @ B_i[slot].T,
+    with torch's addmm_ on vLLM's own B, which accumulates in place."""
+    offset, k = 0, copy.k
+    for i, (stack, width) in enumerate(zip(copy.vllm_b, copy.widths, strict=True)):
+        b = stack[slot]  # [out, rank]
+        rank, used = b.shape[1], min(width, b.shape[0])
+        columns = shrunk[:, i * k : i * k + rank]
+        target[:, offset : offset + used].addmm_(columns, b[:used].T, alpha=scale)
+        offset += width
 
 
 def _expand(product, out: torch.Tensor, shrunk: torch.Tensor, copy: FusedCopy, weights) -> None:
