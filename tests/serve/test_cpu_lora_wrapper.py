@@ -30,8 +30,8 @@ WIDTHS = (64, 32, 32)  # a QKV-like module: three slices of unequal widths
 # Adapter ids per token (0: no adapter); slot s holds adapter id s + 1.
 MAPPINGS = {
     "runs": [2] * 9 + [0] * 5 + [4] * 9,
-    # A prefill of ADDMM_ROWS rows: its expands accumulate with addmm_ (AMX, bf16).
-    "runs_of_a_prefill": [2] * 128 + [0] * 5 + [4] * 9,
+    # A prefill of ADDMM_ROWS (256) rows: its expands accumulate with addmm_ (AMX, bf16).
+    "runs_of_a_prefill": [2] * 256 + [0] * 5 + [4] * 9,
     "padded": [1, 0, 3, 2, 4, 0, 1, 3, 2, 0, 4, 1, 2, 3, 0, 4] * 2,
     "sorted": [4 if i == 47 else 3 if i == 21 else 2 if i == 5 else 1 - i % 2 for i in range(120)],
     # A prefill of adapter 3 among decode rows: padded, the prefill run apart.
