@@ -12,7 +12,10 @@ The two primitives that make concurrency safe:
   ETag with `If-Match` on S3).
 """
 
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 
 class Backend(ABC):
@@ -21,6 +24,18 @@ class Backend(ABC):
     """How many small reads to run at once. On S3 each is a network round trip,
     so many go faster in parallel, as many as the client pools connections;
     locally they are system calls, which threads only slow down."""
+
+    @contextlib.contextmanager
+    def reads_at_once(self, count: int) -> Iterator[Callable]:
+        """A `map` for up to `count` small reads at a time: a pool's map where
+        `parallel_reads` allows more than one and there is more than one to do,
+        else the builtin."""
+        workers = min(self.parallel_reads, count)
+        if workers <= 1:
+            yield map
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            yield pool.map
 
     @abstractmethod
     def read(self, key: str) -> bytes | None:

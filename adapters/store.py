@@ -20,7 +20,6 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -108,11 +107,7 @@ class Store:
         `backend.parallel_reads` at a time (on S3 each read is a round trip)."""
         names = iter([name for name in self.backend.folders(after) if _is_name(name)])
         page: dict[str, tuple[list[int], dict[str, int]]] = {}
-        with contextlib.ExitStack() as stack:
-            read = map
-            if self.backend.parallel_reads > 1:
-                pool = ThreadPoolExecutor(self.backend.parallel_reads)
-                read = stack.enter_context(pool).map
+        with self.backend.reads_at_once(limit + 1) as read:
             # One name past the limit says whether more follow.
             while batch := list(itertools.islice(names, limit + 1 - len(page))):
                 for name, entry in zip(batch, read(self._catalog_entry, batch), strict=True):

@@ -19,7 +19,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from loraplex.adapters import AdapterNotFound, AdapterRef, Store, StoreUnavailable, snapshot
@@ -174,12 +173,8 @@ class AdapterIndex:
         return dict(sorted(fresh.items()))
 
     def _read_many(self, names: list[str]) -> list[dict[str, int]]:
-        read, readers = self.store.aliases_with_digest, self.store.backend.parallel_reads
-        if len(names) > 1 and readers > 1:  # on S3 each read is a round trip
-            with ThreadPoolExecutor(min(readers, len(names))) as pool:
-                results = list(pool.map(read, names))
-        else:
-            results = [read(name) for name in names]
+        with self.store.backend.reads_at_once(len(names)) as read:  # S3: round trips
+            results = list(read(self.store.aliases_with_digest, names))
         for name, (aliases, md5) in zip(names, results, strict=True):
             self._read[name] = (md5, aliases)
         self._read_since_snapshot += len(names)

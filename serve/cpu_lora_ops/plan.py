@@ -16,9 +16,10 @@ A `Plan` picks one of three ways to run an op:
   multiplied with one `bmm`, so the cost does not grow with the number of
   adapters in the batch. A few long runs (a prefill chunk among decode rows)
   are left out of the block and run as `runs` do: padding every slot to a
-  prefill's length would waste more than it saves. When the slots present are a compact range of the
-  stack (vLLM fills the lowest free slot), the block spans that range, so
-  the weights are the stack's own slice rather than a gathered copy.
+  prefill's length would waste more than it saves. When the slots present
+  are a compact range of the stack (vLLM fills the lowest free slot), the
+  block spans that range, so the weights are the stack's own slice rather
+  than a gathered copy.
 - `sorted`: like `padded`, but one matmul per slot over its packed rows; used
   when the slots' row counts are so uneven that padding would waste more than
   it saves.
