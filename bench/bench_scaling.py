@@ -29,6 +29,7 @@ import argparse
 import json
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.adapters import random_adapters
+from bench.adapters import iter_random_adapters
 from bench.bench_serve import start, stop
 from loraplex.adapters import open_store
 from tests.fixtures.engine import free_port
@@ -173,11 +174,13 @@ def run_model(model: str, ns, concs, configs, prompts: int, work: Path) -> dict:
 
     base = resolve_base_model(MODELS[model][0])
     store = open_store(str(work / f"store-{model}"))
-    for i, path in enumerate(random_adapters(base, work / f"adapters-{model}", max(ns))):
+    for i, path in enumerate(iter_random_adapters(base, work / f"adapters-{model}", max(ns))):
         store.publish(path, f"a{i}", base_model=base)
+        shutil.rmtree(path)  # the store holds its copy; disk is the limit at N = 1,024
     results = {}
     for config in configs:  # one server at a time: two on 2 cores disturb each other
         results[config] = run_config(model, config, base, store.url, ns, concs, prompts, work)
+        shutil.rmtree(work / f"cache-{config}", ignore_errors=True)
     return {
         "model": model,
         "client": "vllm.benchmarks.serve, random 128 in / 64 out, streaming, ignore-eos",
