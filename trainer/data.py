@@ -1,7 +1,7 @@
 """Training data: JSONL files in three formats, validated record by record.
 
-Every format becomes the same value, a `Conversation` of system/user/
-assistant messages, so one renderer (render.py) applies the base model's own
+Every format becomes the same value, a `Conversation` of system/developer/
+user/assistant messages, so one renderer (render.py) applies the base model's own
 chat template to all of them:
 
 - chat (OpenAI's fine-tuning format): `{"messages": [{"role", "content",
@@ -35,7 +35,7 @@ from typing import Any
 
 from loraplex.trainer.errors import DataError
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant")
 GZIP_MAGIC = b"\x1f\x8b"
 UNSUPPORTED_RECORD_KEYS = ("tools", "functions")
 UNSUPPORTED_MESSAGE_KEYS = ("tool_calls", "function_call", "tool_call_id")
@@ -99,7 +99,7 @@ def parse_chat(record: dict[str, Any]) -> tuple[Message, ...]:
         if not any(m.trained for m in parsed):
             raise RecordError(
                 "the only assistant answer opens the conversation: nothing to train on "
-                "(an answer is trained only after a system or user message)"
+                "(an answer is trained only after a system, developer or user message)"
             )
     if not any(m.trained for m in parsed):
         raise RecordError("every assistant message has weight 0: nothing to train on")

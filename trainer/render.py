@@ -14,13 +14,18 @@ that renders a conversation as the concatenation of its turns (ChatML,
 Llama 3, Mistral, Gemma, ...); one that does not (e.g. one that rewrites
 earlier turns) is refused with a `TemplateError` instead of being trained
 with wrong labels.
+
+A `developer` message (OpenAI's name for the system prompt of newer models)
+reaches the template as vLLM's chat endpoint passes it (`as_served`): as is
+when the template names that role, else as a system message, all system
+messages merged into one at the start.
 """
 
 from dataclasses import dataclass
 
 import jinja2
 
-from loraplex.trainer.data import Conversation, Problem
+from loraplex.trainer.data import Conversation, Message, Problem
 from loraplex.trainer.errors import TemplateError
 
 IGNORE = -100  # label of a token that is not trained (PyTorch's cross-entropy ignore_index)
@@ -60,7 +65,7 @@ class ChatRenderer:
             i for i, tok in tokenizer.added_tokens_decoder.items() if tok.special
         }
 
-    def _text(self, messages, generation_prompt: bool) -> str:
+    def _text(self, messages: tuple[Message, ...], generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(
             [m.as_template_input() for m in messages],
             tokenize=False,
@@ -69,7 +74,7 @@ class ChatRenderer:
 
     def assistant_spans(self, conversation: Conversation) -> tuple[str, list[tuple[int, int]]]:
         """The full text and the character spans of the trained assistant turns."""
-        messages = conversation.messages
+        messages = as_served(conversation.messages, str(self.tokenizer.chat_template))
         full = self._text(messages, generation_prompt=False)
         spans = []
         for i, message in enumerate(messages):
@@ -105,6 +110,24 @@ class ChatRenderer:
         """
         ends = [k for k, t in enumerate(span) if ids[t] in self.special_ids]
         return span[: ends[-1] + 1] if ends else span
+
+
+def as_served(messages: tuple[Message, ...], chat_template: str) -> tuple[Message, ...]:
+    """The messages as vLLM's chat endpoint hands them to `chat_template`.
+
+    vLLM (renderers/hf.py) turns `developer` messages into `system` ones for a
+    template that does not name the role, then merges every system message into
+    one, first, joined by blank lines; training must see the same text.
+    """
+    if not any(m.role == "developer" for m in messages):
+        return messages
+    if '"developer"' in chat_template or "'developer'" in chat_template:
+        return messages
+    system = [m.content for m in messages if m.role in ("system", "developer")]
+    rest = tuple(m for m in messages if m.role not in ("system", "developer"))
+    if len(system) == 1 and messages[0].role == "developer":
+        return (Message("system", system[0]), *rest)
+    return (Message("system", "\n\n".join(c for c in system if c)), *rest)
 
 
 def render_examples(

@@ -28,6 +28,20 @@ def test_chat_format_keeps_roles_and_honours_weight_zero():
     assert data.conversations[0].source == f"{DATA / 'chat.jsonl'}:1"
 
 
+def test_a_developer_message_is_read_as_openai_writes_it(tmp_path):
+    developer = {"role": "developer", "content": "Answer like a pirate."}
+    path = write_jsonl(
+        tmp_path / "d.jsonl", [{"messages": [developer, *chat("q", "a")["messages"]]}]
+    )
+    data = read_data_file(path)
+    assert not data.problems
+    assert [(m.role, m.trained) for m in data.conversations[0].messages] == [
+        ("developer", False),
+        ("user", False),
+        ("assistant", True),
+    ]
+
+
 def test_alpaca_and_prompt_completion_become_user_assistant_turns():
     alpaca = read_data_file(DATA / "alpaca.jsonl")
     assert alpaca.format == "alpaca"
@@ -51,7 +65,7 @@ def test_every_bad_record_is_reported_with_file_and_line():
     assert [str(p) for p in data.problems] == [
         f"{path}:2: not JSON (Expecting value at column 1)",
         f"{path}:3: no assistant message",
-        f"{path}:4: message 2 has role 'tool'; expected one of system, user, assistant",
+        f"{path}:4: message 2 has role 'tool'; expected one of system, developer, user, assistant",
         f"{path}:5: message 2 is an empty assistant answer",
         f"{path}:6: expected a JSON object, got list",
         f"{path}:7: every assistant message has weight 0: nothing to train on",

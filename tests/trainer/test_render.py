@@ -77,6 +77,36 @@ def test_a_template_that_rewrites_earlier_turns_is_refused(tokenizer):
         ChatRenderer(rewriting).render(conversation)
 
 
+DEVELOPER_LATER = (
+    Message("system", "Be brief."),
+    Message("user", "Name a fruit."),
+    Message("developer", "Answer like a pirate."),
+    Message("user", "Another one?"),
+    Message("assistant", "Arr, a pear.", trained=True),
+)
+
+
+def test_developer_messages_become_one_system_message_for_a_template_without_the_role(tokenizer):
+    # What vLLM's chat endpoint does for such a template (tests/serve/test_trained_as_served.py).
+    example = ChatRenderer(tokenizer).render(Conversation(DEVELOPER_LATER, "x:1"))
+    text = tokenizer.decode(example.input_ids)
+    assert text.startswith("<|im_start|>system\nBe brief.\n\nAnswer like a pirate.<|im_end|>\n")
+    assert "developer" not in text
+    assert trained_runs(tokenizer, example) == ["Arr, a pear.<|im_end|>"]
+
+
+def test_developer_messages_stay_in_place_for_a_template_that_names_the_role(tokenizer):
+    knows_developer = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    knows_developer.chat_template = tokenizer.chat_template.replace(
+        "{% for message in messages %}",
+        "{% for message in messages %}{% if message['role'] == 'developer' %}(dev) {% endif %}",
+    )
+    example = ChatRenderer(knows_developer).render(Conversation(DEVELOPER_LATER, "x:1"))
+    text = knows_developer.decode(example.input_ids)
+    assert "(dev) <|im_start|>developer\nAnswer like a pirate.<|im_end|>" in text
+    assert trained_runs(knows_developer, example) == ["Arr, a pear.<|im_end|>"]
+
+
 def test_a_tokenizer_without_chat_template_is_refused(tokenizer):
     plain = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
     plain.chat_template = None
