@@ -13,13 +13,18 @@ slots 0-15, random weights), applied to one batch's rows as vLLM hands them:
 - `prefill_16_adapters`: 16 prompts of 16 adapters, 128 tokens each;
 - `prefill_15_adapters_and_a_decode_row`: 15 such prompts and one decode row,
   the batch vLLM ran when 16 requests of 16 adapters started together over
-  HTTP (bench_adapter_cost).
+  HTTP (bench_adapter_cost);
+- `prefill_16_adapters_varied`: 16 prompts of 16 adapters, 40-220 tokens;
+- `prefill_8_adapters_among_decode`: 8 such prompts and 8 decode rows.
 
-Three sides, side by side in rotated rounds: `now` (the defaults); `one_block`
-(`plan.long_runs_apart = 0`: every row in one padded block, or one product
-per adapter where padding would waste, as before 64e9cf7); `kernel_expands`
-(`fused.ADDMM_ROWS` out of reach: a long run's expands on vLLM's kernel,
-then a bf16 add into the output, as before). Each cell is ms per step over
+Four sides, side by side in rotated rounds: `now` (the defaults);
+`prompts_in_block` (`plan.long_run` out of reach: with more than
+`plan.MAX_RUNS` runs, prompts join the padded block unless at most
+`long_runs_apart` of them are left out, as before); `one_block` (that, and
+`plan.long_runs_apart = 0`: every row in one padded block, or one product per
+adapter where padding would waste, as before 64e9cf7); `kernel_expands`
+(`fused.ADDMM_ROWS` out of reach: a long run's expands on vLLM's kernel, then
+a bf16 add into the output, as before 9f18965). Each cell is ms per step over
 `--rounds` rounds (min, median, max), and each side's median over `now`'s.
 No engine: only the ops, so these are the steps' LoRA work, not their whole
 time. Results: bench/results/lora-step.json.
@@ -52,6 +57,7 @@ MODULES = {
     "gate_up": ((576, 1536), (576, 1536)),
     "down": ((1536, 576),),
 }
+PROMPT_LENGTHS = [40 + (73 * s) % 181 for s in range(SLOTS)]  # 40-220, spread
 BATCHES = {
     "decode_16_distinct": list(range(SLOTS)),
     "prefill_among_decode": list(range(1, SLOTS)) + [0] * PROMPT,
@@ -62,22 +68,27 @@ BATCHES = {
     # What vLLM ran when 16 requests of 16 adapters started together over HTTP.
     "prefill_15_adapters_and_a_decode_row": [s for s in range(SLOTS - 1) for _ in range(PROMPT)]
     + [SLOTS - 1],
+    "prefill_16_adapters_varied": [s for s in range(SLOTS) for _ in range(PROMPT_LENGTHS[s])],
+    "prefill_8_adapters_among_decode": [s for s in range(8) for _ in range(PROMPT_LENGTHS[s])]
+    + list(range(8, SLOTS)),
 }
-SIDES = {  # side → (plan.long_runs_apart, fused.ADDMM_ROWS)
-    "now": (plans.long_runs_apart, fused.ADDMM_ROWS),
-    "one_block": (0, fused.ADDMM_ROWS),
-    "kernel_expands": (plans.long_runs_apart, 10**9),
+OUT_OF_REACH = 10**9
+SIDES = {  # side → (plan.long_run, plan.long_runs_apart, fused.ADDMM_ROWS)
+    "now": (plans.long_run, plans.long_runs_apart, fused.ADDMM_ROWS),
+    "prompts_in_block": (OUT_OF_REACH, plans.long_runs_apart, fused.ADDMM_ROWS),
+    "one_block": (OUT_OF_REACH, 0, fused.ADDMM_ROWS),
+    "kernel_expands": (plans.long_run, plans.long_runs_apart, OUT_OF_REACH),
 }
 
 
 @contextlib.contextmanager
 def side_settings(side: str) -> Iterator[None]:
-    now = plans.long_runs_apart, fused.ADDMM_ROWS
-    plans.long_runs_apart, fused.ADDMM_ROWS = SIDES[side]
+    now = plans.long_run, plans.long_runs_apart, fused.ADDMM_ROWS
+    plans.long_run, plans.long_runs_apart, fused.ADDMM_ROWS = SIDES[side]
     try:
         yield
     finally:
-        plans.long_runs_apart, fused.ADDMM_ROWS = now
+        plans.long_run, plans.long_runs_apart, fused.ADDMM_ROWS = now
 
 
 def fused_modules(dtype: torch.dtype) -> list[tuple]:

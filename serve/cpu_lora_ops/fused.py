@@ -38,10 +38,10 @@ from dataclasses import dataclass
 import torch
 
 from loraplex.serve.cpu_lora_ops import packed as amx
-from loraplex.serve.cpu_lora_ops.ops import slot_stack
+from loraplex.serve.cpu_lora_ops.ops import scatter, slot_stack
 from loraplex.serve.cpu_lora_ops.plan import Plan
 
-ADDMM_ROWS = 256
+ADDMM_ROWS = 128
 """A run of at least this many rows (a prefill) adds its expands with torch's
 addmm_ from vLLM's B: the kernel cannot accumulate, and for many rows its
 product plus a bf16 add_ costs 2-3x as much (bench_lora_step)."""
@@ -190,31 +190,34 @@ def _apply_packed(x, copy: FusedCopy, target, plan: Plan, scale: float) -> None:
         block = x.index_select(0, plan.pad_sources).view(n_slots, max_rows, -1)
         shrunk = x.new_empty(n_slots, max_rows, inner)
         amx.bmm(shrunk, block, plan.block_weights(copy.a))
-        # One extra zero row: what rows outside the block (no slot, long runs) gather.
-        out = x.new_empty(n_slots * max_rows + 1, copy.width)
-        out[-1].zero_()
-        _expand(amx.bmm, out[:-1].view(n_slots, max_rows, -1), shrunk, copy, plan.block_weights)
-        target.add_(out.index_select(0, plan.row_sources), alpha=scale)
-    if plan.kind in ("runs", "padded"):
-        for slot, start, end in plan.runs:
-            shrunk = x.new_empty(end - start, inner)
-            amx.linear(shrunk, x[start:end], copy.a[slot])
-            if end - start >= ADDMM_ROWS and copy.vllm_b is not None:
-                _add_expands(target[start:end], shrunk, copy, slot, scale)
-                continue
-            out = x.new_empty(end - start, copy.width)
-            _expand(amx.linear, out, shrunk, copy, lambda stack, slot=slot: stack[slot])
-            target[start:end].add_(out, alpha=scale)
-        return
-    # Sorted: rows packed by slot, one shrink and the expands per slot (no weight copies).
-    rows = x.index_select(0, plan.rows)
-    shrunk = x.new_empty(rows.shape[0], inner)
-    out = x.new_empty(rows.shape[0], copy.width)
-    for slot, (start, end) in zip(plan.slot_list, plan.bounds, strict=True):
-        amx.linear(shrunk[start:end], rows[start:end], copy.a[slot])
-        part = out[start:end]
-        _expand(amx.linear, part, shrunk[start:end], copy, lambda stack, slot=slot: stack[slot])
-    target.index_add_(0, plan.rows, out, alpha=scale)
+        out = x.new_empty(n_slots * max_rows, copy.width)
+        _expand(amx.bmm, out.view(n_slots, max_rows, -1), shrunk, copy, plan.block_weights)
+        _add_block_rows(target, out, plan, scale)
+    elif plan.kind == "sorted":
+        # Rows packed by slot, one shrink and the expands per slot (no weight copies).
+        rows = x.index_select(0, plan.rows)
+        shrunk = x.new_empty(rows.shape[0], inner)
+        out = x.new_empty(rows.shape[0], copy.width)
+        for slot, (start, end) in zip(plan.slot_list, plan.bounds, strict=True):
+            amx.linear(shrunk[start:end], rows[start:end], copy.a[slot])
+            part = out[start:end]
+            _expand(amx.linear, part, shrunk[start:end], copy, lambda stack, slot=slot: stack[slot])
+        target.index_add_(0, plan.rows, out, alpha=scale)
+    for slot, start, end in plan.runs:
+        shrunk = x.new_empty(end - start, inner)
+        amx.linear(shrunk, x[start:end], copy.a[slot])
+        if end - start >= ADDMM_ROWS and copy.vllm_b is not None:
+            _add_expands(target[start:end], shrunk, copy, slot, scale)
+            continue
+        out = x.new_empty(end - start, copy.width)
+        _expand(amx.linear, out, shrunk, copy, lambda stack, slot=slot: stack[slot])
+        target[start:end].add_(out, alpha=scale)
+
+
+def _add_block_rows(target, out, plan: Plan, scale: float) -> None:
+    """target[r] += scale * out[r's padded position] for the padded block's rows only:
+    a few decode rows beside long prompts touch a few rows, not the batch."""
+    scatter(target, plan.rows, out.index_select(0, plan.pad_positions).mul_(scale), add=True)
 
 
 def _add_expands(target, shrunk, copy: FusedCopy, slot: int, scale: float) -> None:
@@ -244,18 +247,14 @@ def _apply_plain(x, a, b, target, plan: Plan, scale: float) -> None:
         n_slots, max_rows = plan.block_slots, plan.max_rows
         block = x.index_select(0, plan.pad_sources).view(n_slots, max_rows, -1)
         a_used, b_used = plan.block_weights(a), plan.block_weights(b)
-        # One extra zero row: what rows outside the block (no slot, long runs) gather.
-        out = torch.empty(n_slots * max_rows + 1, target.shape[1], dtype=target.dtype)
-        out[-1].zero_()
-        torch.bmm(torch.bmm(block, a_used), b_used, out=out[:-1].view(n_slots, max_rows, -1))
-        target.add_(out.index_select(0, plan.row_sources), alpha=scale)
-    if plan.kind in ("runs", "padded"):
-        for slot, start, end in plan.runs:
-            shrunk = torch.mm(x[start:end], a[slot])
-            target[start:end].addmm_(shrunk, b[slot], alpha=scale)
+        out = torch.bmm(torch.bmm(block, a_used), b_used).view(n_slots * max_rows, -1)
+        _add_block_rows(target, out, plan, scale)
     elif plan.kind == "sorted":
         rows = x.index_select(0, plan.rows)
         out = torch.empty(rows.shape[0], target.shape[1], dtype=target.dtype)
         for slot, (start, end) in zip(plan.slot_list, plan.bounds, strict=True):
             torch.mm(torch.mm(rows[start:end], a[slot]), b[slot], out=out[start:end])
         target.index_add_(0, plan.rows, out, alpha=scale)
+    for slot, start, end in plan.runs:
+        shrunk = torch.mm(x[start:end], a[slot])
+        target[start:end].addmm_(shrunk, b[slot], alpha=scale)

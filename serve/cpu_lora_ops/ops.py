@@ -56,12 +56,6 @@ def _apply(
     width, dtype = target.shape[1], target.dtype
     if plan.kind == "padded":
         _apply_padded(inputs, weights, target, plan, add=add, scale=scale)
-    if plan.kind in ("runs", "padded"):
-        beta = 1.0 if add else 0.0  # beta 0 ignores what was there, NaN included
-        for slot, start, end in plan.runs:
-            w = weights[slot, :width].to(dtype)
-            x = inputs[start:end].to(dtype)
-            target[start:end].addmm_(x, w.T, beta=beta, alpha=scale)
     elif plan.kind == "sorted":
         x = inputs.index_select(0, plan.rows).to(dtype)
         y = torch.empty(x.shape[0], width, dtype=dtype)
@@ -69,7 +63,12 @@ def _apply(
             torch.mm(x[a:b], weights[slot, :width].to(dtype).T, out=y[a:b])
         if scale != 1.0:
             y.mul_(scale)
-        _scatter(target, plan.rows, y, add=add)
+        scatter(target, plan.rows, y, add=add)
+    beta = 1.0 if add else 0.0  # beta 0 ignores what was there, NaN included
+    for slot, start, end in plan.runs:
+        w = weights[slot, :width].to(dtype)
+        x = inputs[start:end].to(dtype)
+        target[start:end].addmm_(x, w.T, beta=beta, alpha=scale)
 
 
 def _apply_padded(
@@ -96,10 +95,10 @@ def _apply_padded(
         y[-1].zero_()
         target.add_(y.index_select(0, plan.row_sources))
     else:
-        _scatter(target, plan.rows, y.index_select(0, plan.pad_positions), add=add)
+        scatter(target, plan.rows, y.index_select(0, plan.pad_positions), add=add)
 
 
-def _scatter(target: torch.Tensor, rows: torch.Tensor, y: torch.Tensor, *, add: bool) -> None:
+def scatter(target: torch.Tensor, rows: torch.Tensor, y: torch.Tensor, *, add: bool) -> None:
     """target[rows] (+)= y, leaving every other row as it was."""
     if target.is_contiguous():
         (target.index_add_ if add else target.index_copy_)(0, rows, y)

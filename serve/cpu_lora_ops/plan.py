@@ -8,21 +8,25 @@ on a few dozen integers) on the ~14 calls per transformer block that follow.
 
 A `Plan` picks one of three ways to run an op:
 
-- `runs`: few contiguous row ranges, one slot each (one adapter for the whole
-  batch, or a prefill of a few requests): one matmul per range on row slices,
-  no gather, no scatter.
+- `runs`: contiguous row ranges, one slot each (one adapter for the whole
+  batch, a few requests, or prompts of any number of adapters): one matmul
+  per range on row slices, no gather, no scatter.
 - `padded`: many interleaved rows (decode steps mixing requests): the rows of
   each slot are packed into a zero-padded `[slots, max_rows, in]` block and
   multiplied with one `bmm`, so the cost does not grow with the number of
-  adapters in the batch. A few long runs (a prefill chunk among decode rows)
-  are left out of the block and run as `runs` do: padding every slot to a
-  prefill's length would waste more than it saves. When the slots present
-  are a compact range of the stack (vLLM fills the lowest free slot), the
-  block spans that range, so the weights are the stack's own slice rather
-  than a gathered copy.
+  adapters in the batch. When the slots present are a compact range of the
+  stack (vLLM fills the lowest free slot), the block spans that range, so
+  the weights are the stack's own slice rather than a gathered copy.
 - `sorted`: like `padded`, but one matmul per slot over its packed rows; used
   when the slots' row counts are so uneven that padding would waste more than
   it saves.
+
+Long runs stay out of the block and run as `runs` do (`Plan.runs`): every
+run of LONG_RUN rows or more (a prompt), and the fewest of the longest
+others (at most long_runs_apart) that let the rest pad little. Gathering a
+prompt into a block, and adding the block's results back, costs more than its
+products: for 16 prompts of 16 adapters, 2-3x the whole LoRA work of the step
+(bench_lora_step).
 """
 
 from collections.abc import Callable
@@ -37,6 +41,15 @@ long_runs_apart = MAX_RUNS
 """At most this many long runs are left out of a padded block; bench_lora_step sets 0
 to compare with every row in the block (or `sorted`), as before."""
 
+LONG_RUN = 64
+"""A run of at least this many rows (a prompt) always runs on its own, however
+many there are: a wave of prompts of many adapters is then one product per
+prompt on its rows, with the expands added in place (fused.ADDMM_ROWS), rather
+than a padded block whose gathers and adds cost more than its products."""
+
+long_run = LONG_RUN
+"""bench_lora_step sets it out of reach, to compare with the block as before."""
+
 _CACHE_SIZE = 4
 """Plans kept: linear layers (`sgmv`) and the logits (`bgmv`) of one step may differ."""
 
@@ -47,7 +60,7 @@ class Plan:
 
     kind: str  # "none" | "runs" | "padded" | "sorted"
     num_rows: int
-    # (slot, start, end): every run (runs), or the long runs left out of the block (padded)
+    # (slot, start, end): every run (runs), or the long runs left out of the block (padded, sorted)
     runs: tuple[tuple[int, int, int], ...] = ()
     rows: torch.Tensor | None = None  # the other rows with a slot, grouped by slot (padded, sorted)
     slots: torch.Tensor | None = None  # slots present, ascending (padded, sorted)
@@ -116,12 +129,15 @@ def build(token_slots: torch.Tensor) -> Plan:
         start += length
     if not runs:
         return Plan("none", n)
-    if len(runs) <= MAX_RUNS:
+    prompts = [run for run in runs if run[2] - run[1] >= long_run]
+    rest = [run for run in runs if run[2] - run[1] < long_run]
+    if len(runs) <= MAX_RUNS or len(rest) <= MAX_RUNS:
         return Plan("runs", n, runs=tuple(runs))
 
-    long_runs = _long_runs(runs)
+    chosen = _long_runs(rest)
+    apart = sorted(prompts + (chosen or []), key=lambda run: run[1])
     in_block = token_slots >= 0
-    for _, start, end in long_runs or ():
+    for _, start, end in apart:
         in_block[start:end] = False
     rows = torch.nonzero(in_block).squeeze(1)
     order = torch.argsort(token_slots[rows], stable=True)
@@ -130,13 +146,14 @@ def build(token_slots: torch.Tensor) -> Plan:
     count_list = counts.tolist()
     max_rows = max(count_list)
     slot_list = tuple(slots.tolist())
-    if long_runs is None:
+    if chosen is None:
         bounds, a = [], 0
         for c in count_list:
             bounds.append((a, a + c))
             a += c
         return Plan(
-            "sorted", n, rows=rows, slots=slots, slot_list=slot_list, bounds=tuple(bounds),
+            "sorted", n, runs=tuple(apart), rows=rows, slots=slots, slot_list=slot_list,
+            bounds=tuple(bounds),
         )  # fmt: skip
     # The padded block has one group of max_rows rows per slot. When the slots
     # present are a compact range of the stack, it has one group per slot of
@@ -156,7 +173,7 @@ def build(token_slots: torch.Tensor) -> Plan:
     sources = torch.zeros(padded_size, dtype=torch.long).index_copy_(0, positions, rows)
     row_sources = torch.full((n,), padded_size, dtype=torch.long).index_copy_(0, rows, positions)
     return Plan(
-        "padded", n, runs=tuple(long_runs), rows=rows, slots=slots, slot_list=slot_list,
+        "padded", n, runs=tuple(apart), rows=rows, slots=slots, slot_list=slot_list,
         max_rows=max_rows, first_slot=slot_list[0] if compact else None,
         pad_positions=positions, pad_sources=sources, row_sources=row_sources,
     )  # fmt: skip

@@ -15,7 +15,7 @@ from vllm.lora.ops import torch_ops as vllm_ops
 from vllm.lora.punica_wrapper.utils import compute_meta
 
 from loraplex.serve.cpu_lora_ops import ops as ours
-from loraplex.serve.cpu_lora_ops.plan import plan_for_runs, plan_for_tokens
+from loraplex.serve.cpu_lora_ops.plan import LONG_RUN, MAX_RUNS, plan_for_runs, plan_for_tokens
 
 SLOTS, HIDDEN, RANK, OUT = 4, 64, 16, 96
 DTYPES = [torch.float32, torch.bfloat16]
@@ -27,8 +27,12 @@ LAYOUTS = {
     "interleaved_no_base": "padded",
     "uneven": "sorted",  # one slot has most rows: padding would waste
     "prefill_among_decode": "padded",  # the long run is left out of the block
+    "prompts_of_many_adapters": "runs",  # more prompts than MAX_RUNS: each on its rows
+    "prompts_among_decode": "padded",  # every prompt left out of the block
+    "prompts_among_uneven_rows": "sorted",  # the prompt left out, the rest one per slot
     "all_base": "none",
 }
+PROMPT = LONG_RUN  # rows: a run this long always runs apart
 
 
 def token_slots(layout: str) -> torch.Tensor:
@@ -43,10 +47,16 @@ def token_slots(layout: str) -> torch.Tensor:
         return torch.randint(0, SLOTS, (23,), generator=gen)
     if layout == "prefill_among_decode":
         return torch.tensor([0, 1, 2, 3, -1, 1, 2, 0] + [2] * 40 + [3, 1])
-    if layout == "uneven":
+    if layout in ("uneven", "prompts_among_uneven_rows"):
         slots = torch.tensor([0, -1] * 60)
         slots[[5, 21, 47]] = torch.tensor([1, 2, 3])
-        return slots
+        return slots if layout == "uneven" else torch.cat([slots, torch.full((PROMPT,), 1)])
+    if layout == "prompts_of_many_adapters":
+        prompts = [0] * PROMPT + [1] * (PROMPT + 6) + [2] * PROMPT + [3] * PROMPT + [0] * PROMPT
+        return torch.tensor([*prompts, -1, 1])
+    if layout == "prompts_among_decode":
+        prompts = [2] * PROMPT + [3] * (PROMPT + 1) + [1] * PROMPT + [0] * PROMPT + [2] * PROMPT
+        return torch.tensor([0, 1, 2, 3, -1, 1, 2, 0, *prompts, 3, 1])
     return torch.full((23,), -1)
 
 
@@ -90,6 +100,27 @@ def test_prefills_of_equal_length_all_run_apart():
     assert plan.kind == "padded"
     assert plan.runs == ((3, 17, 57), (5, 57, 97))
     assert plan.max_rows == 2
+
+
+def test_every_prompt_runs_on_its_own_rows_however_many():
+    """A wave of prompts of many adapters: one product per prompt, no block."""
+    plan = plan_for_tokens(token_slots("prompts_of_many_adapters"))
+    assert len(plan.runs) == 6 > MAX_RUNS
+    assert [run[0] for run in plan.runs] == [0, 1, 2, 3, 0, 1]
+
+
+def test_prompts_among_decode_rows_all_run_apart_from_the_padded_block():
+    plan = plan_for_tokens(token_slots("prompts_among_decode"))
+    assert [(slot, end - start) for slot, start, end in plan.runs] == [
+        (2, PROMPT), (3, PROMPT + 1), (1, PROMPT), (0, PROMPT), (2, PROMPT),
+    ]  # fmt: skip
+    assert plan.max_rows == 3  # slot 1: three decode rows; no prompt pads the block
+
+
+def test_a_prompt_among_uneven_rows_runs_apart_from_the_sorted_rows():
+    plan = plan_for_tokens(token_slots("prompts_among_uneven_rows"))
+    assert plan.runs == ((1, 120, 120 + PROMPT),)
+    assert plan.rows.max() < 120
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -27,15 +27,29 @@ from loraplex.serve.cpu_lora_ops.zero_slots import NonzeroSlots
 
 SLOTS, HIDDEN, RANK = 4, 64, 8
 WIDTHS = (64, 32, 32)  # a QKV-like module: three slices of unequal widths
+UNEVEN = [4 if i == 47 else 3 if i == 21 else 2 if i == 5 else 1 - i % 2 for i in range(120)]
 # Adapter ids per token (0: no adapter); slot s holds adapter id s + 1.
 MAPPINGS = {
     "runs": [2] * 9 + [0] * 5 + [4] * 9,
-    # A prefill of ADDMM_ROWS (256) rows: its expands accumulate with addmm_ (AMX, bf16).
+    # A prefill of 256 rows (over ADDMM_ROWS): its expands accumulate with addmm_ (AMX, bf16).
     "runs_of_a_prefill": [2] * 256 + [0] * 5 + [4] * 9,
     "padded": [1, 0, 3, 2, 4, 0, 1, 3, 2, 0, 4, 1, 2, 3, 0, 4] * 2,
-    "sorted": [4 if i == 47 else 3 if i == 21 else 2 if i == 5 else 1 - i % 2 for i in range(120)],
+    "sorted": UNEVEN,
+    # Uneven decode rows one product per adapter, and a prompt apart from them.
+    "sorted_and_a_prompt": UNEVEN + [2] * 64,
     # A prefill of adapter 3 among decode rows: padded, the prefill run apart.
     "padded_and_a_run": [1, 0, 3, 2, 4, 0, 1, 3] + [3] * 40 + [2, 4],
+    # Prompts of four adapters, more than MAX_RUNS: each runs on its rows, the
+    # 128-row ones adding their expands in place, the 64-row ones on the kernel.
+    "runs_of_prompts": [1] * 128 + [2] * 130 + [3] * 64 + [4] * 128 + [1] * 70 + [2, 3],
+    # Prompts among decode rows: the decode rows padded, every prompt apart.
+    "padded_and_prompts": [1, 0, 3, 2, 4, 0, 1, 3]
+    + [3] * 128
+    + [2] * 64
+    + [4] * 130
+    + [1] * 64
+    + [2] * 70
+    + [2, 4],
 }
 
 
