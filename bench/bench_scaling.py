@@ -23,6 +23,7 @@ SmolLM2 4-bit) takes hours on a CPU; `--n`, `--concurrency`, `--models` and
 
     .venv/bin/python -m bench.bench_scaling [--models tiny] [--n 1 16 64]
         [--concurrency 16] [--configs today loraplex-8 loraplex] [--prompts 128] [--tag large-n]
+        [--popularity uniform]
 """
 
 import argparse
@@ -129,7 +130,7 @@ def serve_cmd(model: str, store: str, port: int, cache: Path, config: str) -> li
     ]  # fmt: skip
 
 
-def run_config(model, config, base, store_url, ns, concs, prompts, work) -> dict:
+def run_config(model, config, base, store_url, ns, concs, prompts, work, kinds) -> dict:
     port = free_port()
     proc = start(serve_cmd(model, store_url, port, work / f"cache-{config}", config), port,
                  work / f"{model}-{config}.log")  # fmt: skip
@@ -142,6 +143,8 @@ def run_config(model, config, base, store_url, ns, concs, prompts, work) -> dict
                 for n in ns:
                     if n == 1 and kind == "uniform":
                         continue  # the same load as Zipf over one adapter
+                    if n > 1 and kind not in kinds:
+                        continue
                     ranks = draw_adapters(kind, n, prompts)
                     names = [f"a{k}" for k in ranks]
                     out = work / f"{model}-{config}-{kind}-{n}-{conc}.json"
@@ -169,7 +172,7 @@ def slots_from_metrics(port: int) -> int | None:
     return None
 
 
-def run_model(model: str, ns, concs, configs, prompts: int, work: Path) -> dict:
+def run_model(model: str, ns, concs, configs, prompts: int, work: Path, kinds) -> dict:
     from loraplex.base_models.registry import resolve_base_model
 
     base = resolve_base_model(MODELS[model][0])
@@ -179,7 +182,9 @@ def run_model(model: str, ns, concs, configs, prompts: int, work: Path) -> dict:
         shutil.rmtree(path)  # the store holds its copy; disk is the limit at N = 1,024
     results = {}
     for config in configs:  # one server at a time: two on 2 cores disturb each other
-        results[config] = run_config(model, config, base, store.url, ns, concs, prompts, work)
+        results[config] = run_config(
+            model, config, base, store.url, ns, concs, prompts, work, kinds
+        )
         shutil.rmtree(work / f"cache-{config}", ignore_errors=True)
     return {
         "model": model,
@@ -200,6 +205,10 @@ def main() -> None:
     default_configs = [c for c in CONFIGS if c != "loraplex-grouped"]  # that one on request
     parser.add_argument("--configs", nargs="+", default=default_configs, choices=list(CONFIGS))
     parser.add_argument("--prompts", type=int, default=256)
+    parser.add_argument(
+        "--popularity", nargs="+", default=["zipf", "uniform"], choices=["zipf", "uniform"],
+        help="The loads over N > 1 adapters (N = 1, the baseline, always runs).",
+    )  # fmt: skip
     parser.add_argument("--note", default="", help="Written into the results (e.g. the load).")
     parser.add_argument("--tag", default="", help="Results go to scaling-<model>-<tag>.json.")
     args = parser.parse_args()
@@ -207,7 +216,9 @@ def main() -> None:
     ns = sorted(set(args.n) | {1})
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         for model in args.models:
-            result = run_model(model, ns, args.concurrency, args.configs, args.prompts, Path(tmp))
+            result = run_model(
+                model, ns, args.concurrency, args.configs, args.prompts, Path(tmp), args.popularity
+            )
             result["note"] = args.note
             RESULTS.mkdir(exist_ok=True)
             path = RESULTS / f"scaling-{model}{'-' + args.tag if args.tag else ''}.json"
