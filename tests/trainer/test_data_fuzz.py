@@ -143,7 +143,7 @@ def test_an_opening_assistant_message_is_context_not_a_target(tokenizer, tmp_pat
     data = read_data_file(path)
     assert [str(p) for p in data.problems] == [
         f"{path}:1: the only assistant answer opens the conversation: nothing to train on "
-        "(an answer is trained only after a system or user message)"
+        "(an answer is trained only after a system, developer or user message)"
     ]
     examples, problems, _ = render_examples(
         ChatRenderer(tokenizer), data.conversations, 256, "drop"
