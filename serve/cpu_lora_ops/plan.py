@@ -131,7 +131,7 @@ def build(token_slots: torch.Tensor) -> Plan:
         return Plan("none", n)
     prompts = [run for run in runs if run[2] - run[1] >= long_run]
     rest = [run for run in runs if run[2] - run[1] < long_run]
-    if len(runs) <= MAX_RUNS or len(rest) <= MAX_RUNS:
+    if len(rest) <= MAX_RUNS:  # few runs besides the prompts (or few runs at all)
         return Plan("runs", n, runs=tuple(runs))
 
     chosen = _long_runs(rest)
