@@ -125,8 +125,6 @@ def as_served(messages: tuple[Message, ...], chat_template: str) -> tuple[Messag
         return messages
     system = [m.content for m in messages if m.role in ("system", "developer")]
     rest = tuple(m for m in messages if m.role not in ("system", "developer"))
-    if len(system) == 1 and messages[0].role == "developer":
-        return (Message("system", system[0]), *rest)
     return (Message("system", "\n\n".join(c for c in system if c)), *rest)
 
 
