@@ -26,6 +26,12 @@ adapter where padding would waste, as before 64e9cf7); `kernel_expands`
 (`fused.ADDMM_ROWS` out of reach: a long run's expands on vLLM's kernel, then
 a bf16 add into the output, as before 9f18965). Each cell is ms per step over
 `--rounds` rounds (min, median, max), and each side's median over `now`'s.
+Then `spread_slots`: with loraplex's 74 slots for SmolLM2 at concurrency 16,
+vLLM's LRU eviction leaves a batch's 16 adapters anywhere in the stack
+(SPREAD): `decode_16_spread` and `prefill_among_decode_spread` on those
+slots, `batch_first` (the fused copies with the batch's slots first, as the
+wrapper arranges them: positions.py) against `vllm_order` (the copies in
+vLLM's slot order: the padded block gathers its adapters' weights).
 No engine: only the ops, so these are the steps' LoRA work, not their whole
 time. Results: bench/results/lora-step.json.
 
@@ -34,12 +40,14 @@ time. Results: bench/results/lora-step.json.
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
+import random
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -47,6 +55,8 @@ import torch
 from loraplex.serve.cpu_lora_ops import fused
 from loraplex.serve.cpu_lora_ops import plan as plans
 from loraplex.serve.cpu_lora_ops.fused import FusedWeights, apply_fused
+from loraplex.serve.cpu_lora_ops.ops import slot_stack
+from loraplex.serve.cpu_lora_ops.positions import Layout, Positions
 
 RESULTS = Path(__file__).parent / "results" / "lora-step.json"
 LAYERS, SLOTS, RANK, PROMPT = 30, 16, 16, 128
@@ -72,6 +82,12 @@ BATCHES = {
     "prefill_8_adapters_among_decode": [s for s in range(8) for _ in range(PROMPT_LENGTHS[s])]
     + list(range(8, SLOTS)),
 }
+SPREAD_SLOTS = 74  # loraplex's slots for SmolLM2 at concurrency 16 (bench_scaling)
+SPREAD = random.Random(0).sample(range(SPREAD_SLOTS), SLOTS)  # where LRU eviction leaves them
+SPREAD_BATCHES = {
+    "decode_16_spread": SPREAD,
+    "prefill_among_decode_spread": SPREAD[1:] + [SPREAD[0]] * PROMPT,
+}
 OUT_OF_REACH = 10**9
 SIDES = {  # side → (plan.long_run, plan.long_runs_apart, fused.ADDMM_ROWS)
     "now": (plans.long_run, plans.long_runs_apart, fused.ADDMM_ROWS),
@@ -91,22 +107,61 @@ def side_settings(side: str) -> Iterator[None]:
         plans.long_run, plans.long_runs_apart, fused.ADDMM_ROWS = now
 
 
-def fused_modules(dtype: torch.dtype) -> list[tuple]:
-    """Each module's fused copy, its input and output widths, and its A stacks."""
-    gen, weights, modules = torch.Generator().manual_seed(0), FusedWeights(), []
+def module_stacks(dtype: torch.dtype, slots: int = SLOTS) -> list[tuple]:
+    """Each module's vLLM-style slot stacks (A, B) and output widths, random weights."""
+    gen, stacks = torch.Generator().manual_seed(0), []
 
     def stack(*shape: int) -> torch.Tensor:
-        return (0.01 * torch.randn(SLOTS, 1, *shape, generator=gen)).to(dtype)
+        return (0.01 * torch.randn(slots, 1, *shape, generator=gen)).to(dtype)
 
     for slices in MODULES.values():
         a = tuple(stack(RANK, fan_in) for fan_in, _ in slices)
         b = tuple(stack(fan_out, RANK) for _, fan_out in slices)
-        widths = tuple(o for _, o in slices)
-        copy = weights.get(a, b, widths, list(range(1, SLOTS + 1)), dtype)
+        stacks.append((a, b, tuple(o for _, o in slices)))
+    return stacks
+
+
+def fused_modules(stacks: list[tuple], dtype: torch.dtype, layout: Layout) -> list[tuple]:
+    """Each module's fused copy in `layout`'s order, its input and output widths, and
+    its A stacks."""
+    weights, modules = FusedWeights(), []
+    for a, b, widths in stacks:
+        ids = list(range(1, slot_stack(a[0]).shape[0] + 1))
+        copy = weights.get(a, b, widths, ids, layout, dtype)
         # FusedWeights knows a module by its stacks' id(), as vLLM's live with the
         # model: they must outlive the lookups, or a new stack may reuse an id.
-        modules.append((copy, slices[0][0], sum(widths), a))
+        modules.append((copy, slot_stack(a[0]).shape[2], sum(widths), a))
     return modules
+
+
+def in_order(slots: int) -> Layout:
+    """Every slot at its own position in the fused copies: vLLM's order."""
+    return Positions().arrange(list(range(slots)))
+
+
+def rotated(run: Callable[[str], float], sides: list[str], rounds: int) -> dict[str, list[float]]:
+    """Each side's times over `rounds` rounds, the sides' order rotated every round."""
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    for r in range(rounds):
+        for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
+            times[side].append(run(side))
+    return times
+
+
+def summary(slots: list[int], built: dict[str, plans.Plan], times: dict[str, list[float]]) -> dict:
+    medians = {side: statistics.median(t) for side, t in times.items()}
+    first = next(iter(medians.values()))
+    return {
+        "rows": len(slots),
+        "plan": {side: describe(p) for side, p in built.items()},
+        "ms_per_step": {
+            side: {"min": round(min(t), 2), "median": round(m, 2), "max": round(max(t), 2)}
+            for (side, t), m in zip(times.items(), medians.values(), strict=True)
+        },
+        "median_over_" + next(iter(medians)): {
+            side: round(m / first, 2) for side, m in medians.items()
+        },
+    }
 
 
 def step_ms(modules: list[tuple], plan: plans.Plan, rows: int, dtype: torch.dtype) -> float:
@@ -120,13 +175,24 @@ def step_ms(modules: list[tuple], plan: plans.Plan, rows: int, dtype: torch.dtyp
     return (time.perf_counter() - started) * 1e3
 
 
+def settings_step(modules, built: dict, rows: int, dtype: torch.dtype, side: str) -> float:
+    """One step of `side`'s plan under `side`'s settings (SIDES)."""
+    with side_settings(side):
+        return step_ms(modules, built[side], rows, dtype)
+
+
+def layout_step(modules: dict, built: dict, rows: int, dtype: torch.dtype, side: str) -> float:
+    """One step of `side`'s copies and plan (measure_spread)."""
+    return step_ms(modules[side], built[side], rows, dtype)
+
+
 def describe(plan: plans.Plan) -> str:
     apart = plan.kind == "padded" and plan.runs
     return plan.kind + (f" + {len(plan.runs)} runs apart" if apart else "")
 
 
 def measure(dtype: torch.dtype, rounds: int) -> dict:
-    modules = fused_modules(dtype)
+    modules = fused_modules(module_stacks(dtype), dtype, in_order(SLOTS))
     result = {}
     for batch, slots in BATCHES.items():
         token_slots = torch.tensor(slots)
@@ -134,23 +200,30 @@ def measure(dtype: torch.dtype, rounds: int) -> dict:
         for side in SIDES:
             with side_settings(side):
                 built[side] = plans.build(token_slots)
-        times: dict[str, list[float]] = {side: [] for side in SIDES}
-        order = list(SIDES)
-        step_ms(modules, built["now"], len(slots), dtype)  # warm-up
-        for r in range(rounds):
-            for side in order[r % len(order) :] + order[: r % len(order)]:
-                with side_settings(side):
-                    times[side].append(step_ms(modules, built[side], len(slots), dtype))
-        medians = {side: statistics.median(t) for side, t in times.items()}
-        result[batch] = {
-            "rows": len(slots),
-            "plan": {side: describe(p) for side, p in built.items()},
-            "ms_per_step": {
-                side: {"min": round(min(t), 2), "median": round(m, 2), "max": round(max(t), 2)}
-                for (side, t), m in zip(times.items(), medians.values(), strict=True)
-            },
-            "median_over_now": {side: round(m / medians["now"], 2) for side, m in medians.items()},
+        run = functools.partial(settings_step, modules, built, len(slots), dtype)
+        run("now")  # warm-up
+        result[batch] = summary(slots, built, rotated(run, list(SIDES), rounds))
+    return result
+
+
+def measure_spread(dtype: torch.dtype, rounds: int) -> dict:
+    """Batches whose slots are spread over SPREAD_SLOTS: `batch_first` (the fused
+    copies with the batch's slots first, as the wrapper arranges them) against
+    `vllm_order` (the copies in vLLM's slot order: the block gathers its weights)."""
+    stacks = module_stacks(dtype, SPREAD_SLOTS)
+    in_vllm_order = fused_modules(stacks, dtype, in_order(SPREAD_SLOTS))
+    result = {}
+    for batch, slots in SPREAD_BATCHES.items():
+        token_slots = torch.tensor(slots)
+        layout = Positions().arrange(sorted(set(slots)))
+        modules = {"batch_first": fused_modules(stacks, dtype, layout), "vllm_order": in_vllm_order}
+        built = {
+            "batch_first": plans.build(layout.positions(token_slots)),
+            "vllm_order": plans.build(token_slots),
         }
+        run = functools.partial(layout_step, modules, built, len(slots), dtype)
+        run("batch_first")  # warm-up
+        result[batch] = summary(slots, built, rotated(run, list(modules), rounds))
     return result
 
 
@@ -162,6 +235,7 @@ def main() -> None:
     torch.set_num_threads(1)  # as vLLM's CPU worker runs here: one core
     load_before = os.getloadavg()
     results = {dtype: measure(getattr(torch, dtype), args.rounds) for dtype in args.dtypes}
+    spread = {dtype: measure_spread(getattr(torch, dtype), args.rounds) for dtype in args.dtypes}
     out = {
         "benchmark": "lora_step",
         "machine": {
@@ -173,10 +247,11 @@ def main() -> None:
         "shape": f"SmolLM2-135M, {LAYERS} layers, rank {RANK}, {SLOTS} adapters, prompt {PROMPT}",
         "rounds": args.rounds,
         "results": results,
+        "spread_slots": spread,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    print(json.dumps({"results": results, "spread_slots": spread}, indent=2))
 
 
 if __name__ == "__main__":

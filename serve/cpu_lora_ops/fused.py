@@ -25,21 +25,26 @@ and `b` one block-diagonal `[slots, inner, sum(out)]`, as before the kernel:
 there a product's fixed cost is far more than its zeros' arithmetic at rank 16.
 float16 on an AMX-FP16 CPU takes the packed layout too; no such CPU has run it.
 
-The copies follow vLLM's slot stacks without hooks: vLLM writes a slot in
-place (bumping the stack's version counter) and then tells the punica
-wrapper which adapter id each slot holds (`update_metadata`). A module whose
-stacks' versions moved refreshes the slots whose id changed since its copy
-was made; an id names one adapter's weights in vLLM, so an unchanged id is an
-unchanged slot.
+The copies are in the order of a `positions.Layout`, not vLLM's: one
+batch's slots at the first positions, so that a padded block takes the
+copies' first matrices as they are (positions.py says why). They follow
+vLLM's slot stacks without hooks: vLLM writes a slot in place (bumping the
+stack's version counter) and then tells the punica wrapper which adapter id
+each slot holds (`update_metadata`). A module whose stacks' versions or
+layout changed copies, into each of the layout's positions, the slot it
+names, unless that position already holds the slot's adapter: an id names
+one adapter's weights in vLLM, so an unchanged id is an unchanged slot.
+Positions the layout does not name are left as they are; no row reads them.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from loraplex.serve.cpu_lora_ops import packed as amx
 from loraplex.serve.cpu_lora_ops.ops import scatter, slot_stack
 from loraplex.serve.cpu_lora_ops.plan import Plan
+from loraplex.serve.cpu_lora_ops.positions import Layout
 
 ADDMM_ROWS = 128
 """A run of at least this many rows (a prefill) adds its expands with torch's
@@ -68,7 +73,9 @@ class FusedCopy:
     widths: tuple[int, ...]  # each slice's output width
     k: int  # each slice's columns in the shrunk rows (slice_k)
     versions: tuple[int, ...] = ()
-    slot_ids: tuple[int | None, ...] = ()
+    layout: Layout | None = None  # the layout the copy was last brought in line with
+    ids: list[int | None] = field(default_factory=list)  # the adapter id at each position
+    sources: list[int | None] = field(default_factory=list)  # vLLM's slot of each position's id
     # vLLM's own B stacks, `[slots, out, rank]` views (packed layout, same dtype):
     # the expands of long runs read them as they are (see _add_expands).
     vllm_b: tuple[torch.Tensor, ...] | None = None
@@ -90,30 +97,29 @@ class FusedWeights:
         b_stacked: tuple[torch.Tensor, ...],
         widths: tuple[int, ...],
         slot_ids: list[int | None],
+        layout: Layout,
         dtype: torch.dtype,
     ) -> FusedCopy:
-        """The module's copy, refreshed where vLLM rewrote a slot."""
+        """The module's copy, with the adapter of the slot `layout` names at each of its
+        positions (slots that hold no adapter, per `slot_ids`, are skipped)."""
         # The stacks live as long as the model, so an id names the module. The
         # kernel switch is part of the key only for benchmarks that flip it.
         key = (id(a_stacked[0]), dtype, amx.enabled)
         versions = tuple(t._version for t in (*a_stacked, *b_stacked))
         copy = self._copies.get(key)
-        if copy is not None and copy.versions == versions:
+        if copy is not None and copy.versions == versions and copy.layout is layout:
             return copy  # the hot path: once per module per forward pass
         if copy is None:
             copy = _empty(a_stacked, tuple(widths), dtype)
             if copy.packed and all(b.dtype == dtype for b in b_stacked):
                 copy.vllm_b = tuple(slot_stack(b) for b in b_stacked)
-            ids, stale = changed_slots(None, slot_ids, copy.a.shape[0])
-            # No row reads a slot that holds no adapter: the first LoRA batch
-            # copies its adapters, not every slot (about 10 ms a slot on
-            # SmolLM2; slots are sized up to --max-num-seqs, 128 by default).
-            stale = [slot for slot in stale if ids[slot] is not None]
-        else:
-            ids, stale = changed_slots(copy.slot_ids, slot_ids, copy.a.shape[0])
-        for slot in stale:
-            _fill(copy, slot, a_stacked, b_stacked)
-        copy.versions, copy.slot_ids = versions, ids
+        for position, slot in enumerate(layout.sources):
+            wanted = slot_ids[slot] if slot < len(slot_ids) else None
+            if wanted is not None and copy.ids[position] != wanted:
+                _fill(copy, position, slot, a_stacked, b_stacked)
+                copy.ids[position] = wanted
+            copy.sources[position] = slot
+        copy.versions, copy.layout = versions, layout
         self._copies[key] = copy
         return copy
 
@@ -145,37 +151,38 @@ def _empty(a_stacked, widths: tuple[int, ...], dtype: torch.dtype) -> FusedCopy:
     else:
         a = torch.empty(slots, fan_in, inner, dtype=dtype)
         b = (torch.empty(slots, inner, sum(widths), dtype=dtype),)
-    return FusedCopy(a, b, packed, widths, k, slot_ids=(None,) * slots)
+    return FusedCopy(a, b, packed, widths, k, ids=[None] * slots, sources=[None] * slots)
 
 
-def _fill(copy: FusedCopy, slot: int, a_stacked, b_stacked) -> None:
-    """Copy vLLM's slot `slot` of every slice into the fused copy, in place: the
-    slot's padding is zeroed, then each slice's A rows and B written."""
+def _fill(copy: FusedCopy, position: int, slot: int, a_stacked, b_stacked) -> None:
+    """Copy vLLM's slot `slot` of every slice into the fused copy's `position`, in
+    place: the position's padding is zeroed, then each slice's A rows and B written."""
     k, offset = copy.k, 0
     for stack in (copy.a, *copy.b):
-        stack[slot].zero_()
+        stack[position].zero_()
     for i, (a_i, b_i, width) in enumerate(zip(a_stacked, b_stacked, copy.widths, strict=True)):
         a_i, b_i = slot_stack(a_i)[slot], slot_stack(b_i)[slot]  # [rank, in], [out, rank]
         rank = a_i.shape[0]
         # The adapter and the model may pad widths differently (as in vLLM's ops).
         used = min(width, b_i.shape[0])
         if copy.packed:
-            amx.write_rows(copy.a[slot], i * k, a_i)
+            amx.write_rows(copy.a[position], i * k, a_i)
             b_rows = b_i[:used] if rank == k else torch.nn.functional.pad(b_i[:used], (0, k - rank))
-            amx.write_rows(copy.b[i][slot], 0, b_rows)
+            amx.write_rows(copy.b[i][position], 0, b_rows)
         else:
-            copy.a[slot, :, i * k : i * k + rank] = a_i.T
-            copy.b[0][slot, i * k : i * k + rank, offset : offset + used] = b_i[:used].T
+            copy.a[position, :, i * k : i * k + rank] = a_i.T
+            copy.b[0][position, i * k : i * k + rank, offset : offset + used] = b_i[:used].T
         offset += width
 
 
 def apply_fused(
     x: torch.Tensor, copy: FusedCopy, target: torch.Tensor, plan: Plan, scale: float
 ) -> None:
-    """target[r] += scale * (x[r] @ A[slot(r)]) @ B[slot(r)] for every planned row r.
+    """target[r] += scale * (x[r] @ A[p(r)]) @ B[p(r)] for every planned row r.
 
-    `x` is [rows, in] and `target` [rows, copy.width] in the copy's dtype;
-    rows without a slot are left alone.
+    `plan` groups rows by position in the copy (`Layout.positions`; a plan's
+    "slots" are positions here). `x` is [rows, in] and `target` [rows,
+    copy.width] in the copy's dtype; rows without a position are left alone.
     """
     if copy.packed:
         _apply_packed(x.contiguous(), copy, target, plan, scale)
@@ -203,14 +210,14 @@ def _apply_packed(x, copy: FusedCopy, target, plan: Plan, scale: float) -> None:
             part = out[start:end]
             _expand(amx.linear, part, shrunk[start:end], copy, lambda stack, slot=slot: stack[slot])
         target.index_add_(0, plan.rows, out, alpha=scale)
-    for slot, start, end in plan.runs:
+    for position, start, end in plan.runs:
         shrunk = x.new_empty(end - start, inner)
-        amx.linear(shrunk, x[start:end], copy.a[slot])
+        amx.linear(shrunk, x[start:end], copy.a[position])
         if end - start >= ADDMM_ROWS and copy.vllm_b is not None:
-            _add_expands(target[start:end], shrunk, copy, slot, scale)
+            _add_expands(target[start:end], shrunk, copy, copy.sources[position], scale)
             continue
         out = x.new_empty(end - start, copy.width)
-        _expand(amx.linear, out, shrunk, copy, lambda stack, slot=slot: stack[slot])
+        _expand(amx.linear, out, shrunk, copy, lambda stack, p=position: stack[p])
         target[start:end].add_(out, alpha=scale)
 
 
@@ -222,7 +229,7 @@ def _add_block_rows(target, out, plan: Plan, scale: float) -> None:
 
 def _add_expands(target, shrunk, copy: FusedCopy, slot: int, scale: float) -> None:
     """target[:, slice i's columns] += scale * shrunk's slice-i columns @ B_i[slot].T,
-    with torch's addmm_ on vLLM's own B, which accumulates in place."""
+    with torch's addmm_ on vLLM's own B (`slot` is vLLM's), which accumulates in place."""
     offset, k = 0, copy.k
     for i, (stack, width) in enumerate(zip(copy.vllm_b, copy.widths, strict=True)):
         b = stack[slot]  # [out, rank]

@@ -5,8 +5,9 @@ constructor, same methods, same results within the model dtype's rounding)
 with loraplex's ops behind it, chosen per call by `plugin.chosen_ops()`:
 
 - `loraplex`: every linear module's LoRA is one shrink and one expand over
-  all its slices (fused.py), with rows grouped by slot (plan.py, planned once
-  per batch mapping); the logits LoRA is skipped while every slot's weights
+  all its slices (fused.py), with rows grouped by slot (plan.py) and the
+  batch's slots first in the fused copies (positions.py), both worked out
+  once per batch mapping; the logits LoRA is skipped while every slot's weights
   are zero (zero_slots.py); the other paths (embeddings, full linear,
   tensor-parallel slices) and the logits LoRA of an adapter that has one use
   the grouped ops of ops.py. Rows whose slot is -1 are left alone.
@@ -29,6 +30,7 @@ from loraplex.serve.cpu_lora_ops import ops as loraplex_ops
 from loraplex.serve.cpu_lora_ops.fused import FusedWeights, apply_fused
 from loraplex.serve.cpu_lora_ops.plan import Plan, plan_for_tokens
 from loraplex.serve.cpu_lora_ops.plugin import chosen_ops
+from loraplex.serve.cpu_lora_ops.positions import Layout, Positions
 from loraplex.serve.cpu_lora_ops.zero_slots import NonzeroSlots
 
 
@@ -38,6 +40,8 @@ class LoraplexPunicaWrapperCPU(PunicaWrapperCPU):
         self._fused = FusedWeights()
         self._slot_ids: list[int | None] = []
         self._plan: Plan | None = None
+        self._positions = Positions()
+        self._layout: Layout | None = None
         self._nonzero = NonzeroSlots()
 
     @property
@@ -50,12 +54,15 @@ class LoraplexPunicaWrapperCPU(PunicaWrapperCPU):
         self._slot_ids = list(lora_index_to_id)
         # vLLM calls this only when the batch's mapping or slot layout changes
         # (set_adapter_mapping); every layer until the next call shares one plan.
-        self._plan = None
+        self._plan = self._layout = None
 
-    def _linear_plan(self) -> Plan:
-        if self._plan is None:
-            self._plan = plan_for_tokens(self.token_lora_indices)
-        return self._plan
+    def _linear_plan(self) -> tuple[Plan, Layout]:
+        if self._plan is None or self._layout is None:
+            token_slots = self.token_lora_indices
+            slots = torch.unique(token_slots).tolist()
+            self._layout = self._positions.arrange([slot for slot in slots if slot >= 0])
+            self._plan = plan_for_tokens(self._layout.positions(token_slots))
+        return self._plan, self._layout
 
     def add_lora_linear(
         self,
@@ -70,7 +77,7 @@ class LoraplexPunicaWrapperCPU(PunicaWrapperCPU):
         **kwargs: Any,
     ) -> None:
         rows, x = y.view(-1, y.shape[-1]), x.view(-1, x.shape[-1])
-        plan = self._linear_plan()
+        plan, layout = self._linear_plan()
         fits = plan.num_rows == x.shape[0] == rows.shape[0] and sum(output_slices) <= rows.shape[1]
         if chosen_ops() != "loraplex" or not fits:
             # The slice-by-slice path, whose ops explain a mismatch of rows.
@@ -81,7 +88,9 @@ class LoraplexPunicaWrapperCPU(PunicaWrapperCPU):
         if plan.kind == "none":
             return
         slot_ids = self._slot_ids
-        copy = self._fused.get(lora_a_stacked, lora_b_stacked, output_slices, slot_ids, y.dtype)
+        copy = self._fused.get(
+            lora_a_stacked, lora_b_stacked, output_slices, slot_ids, layout, y.dtype
+        )
         apply_fused(x.to(y.dtype), copy, rows[:, : copy.width], plan, scale)
 
     # vLLM's PunicaWrapperCPU calls its module's op functions; these are the

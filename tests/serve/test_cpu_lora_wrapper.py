@@ -22,6 +22,7 @@ from loraplex.serve.cpu_lora_ops.fused import FusedWeights, apply_fused
 from loraplex.serve.cpu_lora_ops.plan import plan_for_tokens
 from loraplex.serve.cpu_lora_ops.platform import LoraplexCpuPlatform
 from loraplex.serve.cpu_lora_ops.platform_plugin import detect
+from loraplex.serve.cpu_lora_ops.positions import Layout, Positions
 from loraplex.serve.cpu_lora_ops.wrapper import LoraplexPunicaWrapperCPU
 from loraplex.serve.cpu_lora_ops.zero_slots import NonzeroSlots
 
@@ -65,6 +66,11 @@ def stacks(seed: int, slots: int = SLOTS, rank: int = RANK) -> tuple[tuple, tupl
     a = tuple(0.3 * torch.randn(slots, 1, rank, HIDDEN, generator=gen) for _ in WIDTHS)
     b = tuple(0.3 * torch.randn(slots, 1, w, rank, generator=gen) for w in WIDTHS)
     return a, b
+
+
+def in_order(slots: int = SLOTS) -> Layout:
+    """Every slot at its own position in the fused copies (vLLM's order)."""
+    return Positions().arrange(list(range(slots)))
 
 
 def wrapper(cls, ids: list[int], slot_ids: list[int | None]):
@@ -153,7 +159,7 @@ def test_a_new_fused_copy_copies_only_the_slots_that_hold_an_adapter(dtype, monk
     ids = [1, 0, 3, 0, 1, 3]  # slot 0 holds adapter 1, slot 2 adapter 3
     a, b = (tuple(t.to(dtype) for t in s) for s in stacks(seed=14))
     weights = FusedWeights()
-    copy = weights.get(a, b, WIDTHS, [1, None, 3], dtype)  # slot 3: past vLLM's list
+    copy = weights.get(a, b, WIDTHS, [1, None, 3], in_order(), dtype)  # slot 3: past vLLM's list
     assert filled == [0, 2]
     for stack in (copy.a, *copy.b):
         stack[1].fill_(float("nan"))  # what an untouched slot may hold
@@ -197,7 +203,7 @@ def test_interleaved_rows_on_a_range_of_slots_or_spread_ones(slots_used, dtype):
     token_slots[[4, 9]] = -1
     plan = plan_for_tokens(token_slots)
     assert plan.kind == "padded"
-    copy = FusedWeights().get(a, b, WIDTHS, list(range(1, slots + 1)), dtype)
+    copy = FusedWeights().get(a, b, WIDTHS, list(range(1, slots + 1)), in_order(slots), dtype)
     weights = plan.block_weights(copy.a)
     shares = weights.untyped_storage().data_ptr() == copy.a.untyped_storage().data_ptr()
     assert shares == (slots_used == (0, 1, 2, 5))
@@ -217,7 +223,7 @@ def test_the_fused_copy_is_packed_for_the_amx_kernel_where_it_runs(dtype):
     per slice; float32: plain, B block-diagonal. serve/slots.py counts the plain
     layout's memory (A and B both inner wide, padded to 32): the packed one takes less."""
     a, b = (tuple(t.to(dtype) for t in s) for s in stacks(seed=8))
-    copy = FusedWeights().get(a, b, WIDTHS, [1, 2, 3, 4], dtype)
+    copy = FusedWeights().get(a, b, WIDTHS, [1, 2, 3, 4], in_order(), dtype)
     assert copy.packed == (dtype == torch.bfloat16 and torch.cpu._is_amx_tile_supported())
     inner = -(-len(WIDTHS) * RANK // slots_module.FUSED_INNER_ALIGN) * 32
     assert packed.N_ALIGN == slots_module.FUSED_INNER_ALIGN == 32
@@ -316,7 +322,7 @@ def test_a_slice_whose_b_is_cut_or_padded_to_the_modules_width(dtype):
     a = tuple((0.3 * torch.randn(SLOTS, 1, RANK, HIDDEN, generator=gen)).to(dtype) for _ in WIDTHS)
     b = tuple((0.3 * torch.randn(SLOTS, 1, r, RANK, generator=gen)).to(dtype) for r in rows_of_b)
     token_slots = torch.tensor([i - 1 for i in MAPPINGS["padded"]])
-    copy = FusedWeights().get(a, b, WIDTHS, [1, 2, 3, 4], dtype)
+    copy = FusedWeights().get(a, b, WIDTHS, [1, 2, 3, 4], in_order(), dtype)
     x = torch.randn(len(token_slots), HIDDEN).to(dtype)
     y = torch.randn(len(token_slots), sum(WIDTHS)).to(dtype)
     start = y.clone()
@@ -333,3 +339,57 @@ def test_a_slice_whose_b_is_cut_or_padded_to_the_modules_width(dtype):
     torch.testing.assert_close(y.float(), want, **tol)
     narrow = slice(sum(WIDTHS) - 8, sum(WIDTHS))  # the last slice's rows its B lacks
     assert torch.equal(y[:, narrow], start[:, narrow])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_batchs_spread_slots_sit_first_in_the_fused_copy(dtype, monkeypatch):
+    """vLLM's slots 3, 40 and 90 of 96: the wrapper copies them to the fused copy's
+    first positions, so the padded block takes the copy's own matrices (no gathered
+    weights). A later batch copies in only its new slot; a slot vLLM rewrites is
+    copied again; a prompt of a moved slot adds its expands from vLLM's B of that slot."""
+    slots = 96
+    a, b = (tuple(t.to(dtype) for t in s) for s in stacks(seed=15, slots=slots))
+    filled, fill = [], fused_module._fill
+
+    def counted_fill(copy, position, slot, *stacks):
+        filled.append((position, slot))
+        fill(copy, position, slot, *stacks)
+
+    monkeypatch.setattr(fused_module, "_fill", counted_fill)
+    slot_ids = list(range(1, slots + 1))  # slot s holds adapter s + 1 until rewritten
+    w = LoraplexPunicaWrapperCPU(4096, 256, "cpu")
+    tol = {"atol": 0.15, "rtol": 0.02} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
+
+    def run(token_slots: list[int]):
+        ids = tuple(slot_ids[s] if s >= 0 else 0 for s in token_slots)
+        w.update_metadata(LoRAMapping(ids, ids, is_prefill=False), slot_ids, slots, 32000)
+        plan, layout = w._linear_plan()
+        x = torch.randn(len(ids), HIDDEN).to(dtype)
+        y = torch.randn(len(ids), sum(WIDTHS)).to(dtype)
+        start = y.clone()
+        w.add_lora_linear(y, x, a, b, 0.5, WIDTHS)
+        want = expected(start, x, a, b, torch.tensor(token_slots), 0.5)
+        torch.testing.assert_close(y.float(), want, **tol)
+        return plan, layout
+
+    plan, layout = run([3, 40, 90, -1] * 6)
+    assert layout.sources == (3, 40, 90)
+    assert plan.kind == "padded" and plan.first_slot == 0  # the copy's own first matrices
+    assert filled == [(0, 3), (1, 40), (2, 90)]
+
+    plan, layout = run([40, 90, 7, -1] * 6)  # 3 left, 7 came: 7 takes 3's position
+    assert layout.sources == (7, 40, 90) and plan.first_slot == 0
+    assert filled[3:] == [(0, 7)]
+
+    # A prompt of slot 90 (at position 2) beside decode rows: it runs apart, its
+    # expands (bf16, AMX) added in place from vLLM's B of slot 90.
+    plan, _ = run([90] * 130 + [40, 7, 40, 7, 90, 7])
+    assert plan.kind == "padded" and plan.runs == ((2, 0, 130),)
+    assert filled[4:] == []
+
+    new_a, new_b = stacks(seed=16, slots=slots)
+    for stacked, new in zip((*a, *b), (*new_a, *new_b), strict=True):
+        stacked[40].copy_(new[40].to(dtype))  # as vLLM's set_lora does, slot 40 only
+    slot_ids[40] = 500
+    run([40, 90, 7, -1] * 6)
+    assert filled[4:] == [(1, 40)]
