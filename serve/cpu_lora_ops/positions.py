@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity (fused.py): it holds a tensor
 class Layout:
     """One batch's arrangement: position p of the fused copies holds vLLM's slot `sources[p]`."""
 
