@@ -32,6 +32,11 @@ vLLM's LRU eviction leaves a batch's 16 adapters anywhere in the stack
 slots, `batch_first` (the fused copies with the batch's slots first, as the
 wrapper arranges them: positions.py) against `vllm_order` (the copies in
 vLLM's slot order: the padded block gathers its adapters' weights).
+Then `base_streamed`: 16 decode rows of one adapter against 16 of 16
+adapters (bf16), with the base model's 270 MB read between layers (untimed)
+as the engine reads them, so the adapters' weights come from memory and not
+from the cache the last round left them in; `ms_per_extra_adapter` is what
+each more adapter in a decode step costs.
 No engine: only the ops, so these are the steps' LoRA work, not their whole
 time. Results: bench/results/lora-step.json.
 
@@ -88,6 +93,7 @@ SPREAD_BATCHES = {
     "decode_16_spread": SPREAD,
     "prefill_among_decode_spread": SPREAD[1:] + [SPREAD[0]] * PROMPT,
 }
+BASE_BYTES = 270 * 10**6  # SmolLM2-135M's bf16 weights, read once per step
 OUT_OF_REACH = 10**9
 SIDES = {  # side → (plan.long_run, plan.long_runs_apart, fused.ADDMM_ROWS)
     "now": (plans.long_run, plans.long_runs_apart, fused.ADDMM_ROWS),
@@ -148,31 +154,47 @@ def rotated(run: Callable[[str], float], sides: list[str], rounds: int) -> dict[
     return times
 
 
+def spread_of(times: list[float]) -> dict:
+    return {
+        key: round(f(times), 2)
+        for key, f in (("min", min), ("median", statistics.median), ("max", max))
+    }
+
+
 def summary(slots: list[int], built: dict[str, plans.Plan], times: dict[str, list[float]]) -> dict:
     medians = {side: statistics.median(t) for side, t in times.items()}
     first = next(iter(medians.values()))
     return {
         "rows": len(slots),
         "plan": {side: describe(p) for side, p in built.items()},
-        "ms_per_step": {
-            side: {"min": round(min(t), 2), "median": round(m, 2), "max": round(max(t), 2)}
-            for (side, t), m in zip(times.items(), medians.values(), strict=True)
-        },
+        "ms_per_step": {side: spread_of(t) for side, t in times.items()},
         "median_over_" + next(iter(medians)): {
             side: round(m / first, 2) for side, m in medians.items()
         },
     }
 
 
-def step_ms(modules: list[tuple], plan: plans.Plan, rows: int, dtype: torch.dtype) -> float:
-    """One step: every layer's modules, each on its own input and output."""
+def step_ms(
+    modules: list[tuple],
+    plan: plans.Plan,
+    rows: int,
+    dtype: torch.dtype,
+    base: torch.Tensor | None = None,
+) -> float:
+    """One step: every layer's modules, each on its own input and output. With `base`
+    (`[LAYERS, bytes]`), one layer's worth of it is read before each layer, untimed,
+    as the engine reads the base model's weights between its LoRA ops."""
     io = [(torch.randn(rows, i).to(dtype), torch.zeros(rows, w, dtype=dtype), copy)
           for copy, i, w, _ in modules]  # fmt: skip
-    started = time.perf_counter()
-    for _ in range(LAYERS):
+    total = 0.0
+    for layer in range(LAYERS):
+        if base is not None:
+            base[layer].max()
+        started = time.perf_counter()
         for x, y, copy in io:
             apply_fused(x, copy, y, plan, 2.0)
-    return (time.perf_counter() - started) * 1e3
+        total += time.perf_counter() - started
+    return total * 1e3
 
 
 def settings_step(modules, built: dict, rows: int, dtype: torch.dtype, side: str) -> float:
@@ -227,6 +249,33 @@ def measure_spread(dtype: torch.dtype, rounds: int) -> dict:
     return result
 
 
+def measure_base_streamed(rounds: int) -> dict:
+    """16 decode rows of one adapter against 16 of 16 adapters (bf16), with the base
+    model's 270 MB read between layers as in the engine, so that the adapters'
+    weights come from memory rather than from the cache the last round left them
+    in: the difference is what 15 more adapters' bytes cost a decode step."""
+    dtype = torch.bfloat16
+    modules = fused_modules(module_stacks(dtype), dtype, in_order(SLOTS))
+    base = torch.ones(LAYERS, BASE_BYTES // LAYERS // 2, dtype=torch.int16)
+    batches = {"one_adapter_decode": [0] * SLOTS, "decode_16_distinct": list(range(SLOTS))}
+    built = {batch: plans.build(torch.tensor(slots)) for batch, slots in batches.items()}
+    run = functools.partial(streamed_step, modules, built, SLOTS, dtype, base)
+    run("one_adapter_decode")  # warm-up
+    times = rotated(run, list(batches), rounds)
+    medians = {batch: statistics.median(t) for batch, t in times.items()}
+    extra = medians["decode_16_distinct"] - medians["one_adapter_decode"]
+    return {
+        "base_bytes_read_per_step": BASE_BYTES,
+        "ms_per_step": {batch: spread_of(t) for batch, t in times.items()},
+        "ms_per_extra_adapter": round(extra / (SLOTS - 1), 3),
+    }
+
+
+def streamed_step(modules, built: dict, rows: int, dtype, base, batch: str) -> float:
+    """One step of `batch`'s plan with the base's bytes read between layers."""
+    return step_ms(modules, built[batch], rows, dtype, base)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -236,6 +285,7 @@ def main() -> None:
     load_before = os.getloadavg()
     results = {dtype: measure(getattr(torch, dtype), args.rounds) for dtype in args.dtypes}
     spread = {dtype: measure_spread(getattr(torch, dtype), args.rounds) for dtype in args.dtypes}
+    streamed = measure_base_streamed(args.rounds)
     out = {
         "benchmark": "lora_step",
         "machine": {
@@ -248,10 +298,15 @@ def main() -> None:
         "rounds": args.rounds,
         "results": results,
         "spread_slots": spread,
+        "base_streamed": streamed,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({"results": results, "spread_slots": spread}, indent=2))
+    print(
+        json.dumps(
+            {key: out[key] for key in ("results", "spread_slots", "base_streamed")}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":
