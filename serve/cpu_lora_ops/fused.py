@@ -223,8 +223,15 @@ def _apply_packed(x, copy: FusedCopy, target, plan: Plan, scale: float) -> None:
 
 def _add_block_rows(target, out, plan: Plan, scale: float) -> None:
     """target[r] += scale * out[r's padded position] for the padded block's rows only:
-    a few decode rows beside long prompts touch a few rows, not the batch."""
-    scatter(target, plan.rows, out.index_select(0, plan.pad_positions).mul_(scale), add=True)
+    a few decode rows beside long prompts touch a few rows, not the batch. A block
+    without padding (a decode step of one row per adapter) is in `plan.rows`' order
+    already, and one index_add_ adds it: in every module of such a step, the
+    gather and the scaling were 4% of the engine's time at 16 adapters (py-spy)."""
+    block_rows = out if plan.pad_free else out.index_select(0, plan.pad_positions)
+    if target.is_contiguous():
+        target.index_add_(0, plan.rows, block_rows, alpha=scale)
+    else:
+        scatter(target, plan.rows, block_rows.mul_(scale), add=True)
 
 
 def _add_expands(target, shrunk, copy: FusedCopy, slot: int, scale: float) -> None:

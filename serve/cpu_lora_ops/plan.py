@@ -77,6 +77,11 @@ class Plan:
         """Slot groups in the padded block (padded)."""
         return 0 if self.pad_sources is None else self.pad_sources.numel() // self.max_rows
 
+    @property
+    def pad_free(self) -> bool:
+        """The padded block holds `rows` exactly, in order (padded): no padding row."""
+        return self.pad_sources is not None and self.pad_sources.numel() == self.rows.numel()
+
     def block_weights(self, stack: torch.Tensor) -> torch.Tensor:
         """A slot stack's matrices for the padded block's groups (padded): the
         stack's own slice for a range, else a copy of the slots present."""

@@ -102,6 +102,23 @@ def test_prefills_of_equal_length_all_run_apart():
     assert plan.max_rows == 2
 
 
+@pytest.mark.parametrize(
+    ("slots", "pad_free"),
+    [
+        ([5, 2, 7, 3, 4, 6], True),  # one decode row per adapter: the block is the rows
+        ([5, 2, 4, 3, 5, 2, 4, 3], True),  # two each of slots 2-5, interleaved
+        ([5, 2, 7, 3, 5], False),  # slot 5 has two rows, the others pad to two
+        ([2, 3, 4, 6, 2, 3, 4, 6], False),  # compact range 2-6: slot 5's group pads
+    ],
+)
+def test_a_block_without_padding_holds_its_rows_in_order(slots, pad_free):
+    """fused._add_block_rows adds a pad-free block as it is, row i to rows[i]."""
+    plan = plan_for_tokens(torch.tensor(slots))
+    assert plan.kind == "padded" and plan.pad_free == pad_free
+    if pad_free:
+        assert torch.equal(plan.pad_positions, torch.arange(len(slots)))
+
+
 def test_every_prompt_runs_on_its_own_rows_however_many():
     """A wave of prompts of many adapters: one product per prompt, no block."""
     plan = plan_for_tokens(token_slots("prompts_of_many_adapters"))
