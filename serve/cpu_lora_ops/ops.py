@@ -98,15 +98,20 @@ def _apply_padded(
         scatter(target, plan.rows, y.index_select(0, plan.pad_positions), add=add)
 
 
-def scatter(target: torch.Tensor, rows: torch.Tensor, y: torch.Tensor, *, add: bool) -> None:
-    """target[rows] (+)= y, leaving every other row as it was."""
+def scatter(
+    target: torch.Tensor, rows: torch.Tensor, y: torch.Tensor, *, add: bool, alpha: float = 1.0
+) -> None:
+    """target[rows] = y, or += alpha * y with `add`, leaving every other row as it was."""
     if target.is_contiguous():
-        (target.index_add_ if add else target.index_copy_)(0, rows, y)
+        if add:
+            target.index_add_(0, rows, y, alpha=alpha)
+        else:
+            target.index_copy_(0, rows, y)
     elif add:
         # index_add_ into a column slice is slow; one dense add is not.
         full = torch.zeros(target.shape, dtype=y.dtype)
         full.index_copy_(0, rows, y)
-        target.add_(full)
+        target.add_(full, alpha=alpha)
     else:
         target[rows] = y
 

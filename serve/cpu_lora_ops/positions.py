@@ -2,8 +2,8 @@
 
 Contract: `Positions.arrange(slots)` places the slots one batch uses at the
 fused copies' first positions (0..k-1 for k slots), moving as few as it can,
-and returns the `Layout`: which vLLM slot each of those positions holds, and
-a generation that changes whenever that does. `Layout.positions(token_slots)`
+and returns the `Layout`: which vLLM slot each of those positions holds, a
+new object whenever that changes. `Layout.positions(token_slots)`
 maps vLLM's slot index per row (-1: no LoRA) to positions in the copies.
 
 Why: vLLM puts an adapter in its lowest free slot and evicts the least
@@ -28,7 +28,6 @@ class Layout:
     """One batch's arrangement: position p of the fused copies holds vLLM's slot `sources[p]`."""
 
     sources: tuple[int, ...]
-    generation: int
     # vLLM slot → position, with -1 → -1 as the last entry (indexing by -1 reads it)
     _position_of: torch.Tensor
 
@@ -57,8 +56,7 @@ class Positions:
             self._slot_at[here], self._slot_at[p] = self._slot_at[p], slot
         sources = tuple(self._slot_at[: len(slots)])
         if self._layout is None or self._layout.sources != sources:
-            generation = 0 if self._layout is None else self._layout.generation + 1
-            self._layout = Layout(sources, generation, self._lookup())
+            self._layout = Layout(sources, self._lookup())
         return self._layout
 
     def _grow(self, slots: int) -> None:
