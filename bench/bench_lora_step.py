@@ -1,8 +1,9 @@
 """Benchmark: the LoRA work of one step, by the shape of its batch (issue 17).
 
-The fused CPU LoRA ops (`serve/cpu_lora_ops/fused.py`) of SmolLM2-135M's 30
-layers (QKV, O, gate/up, down; rank 16 on every module, 16 adapters in
-slots 0-15, random weights), applied to one batch's rows as vLLM hands them:
+The fused CPU LoRA ops (`serve/cpu_lora_ops/fused.py`) of a SmolLM2-135M
+layer's modules (QKV, O, gate/up, down; rank 16 on every module, 16 adapters
+in slots 0-15, random weights), applied for its 30 layers to one batch's rows
+as vLLM hands them:
 
 - `decode_16_distinct`: 16 decode rows, one per adapter;
 - `prefill_among_decode`: 15 decode rows of 15 adapters and a 128-token
@@ -32,11 +33,14 @@ vLLM's LRU eviction leaves a batch's 16 adapters anywhere in the stack
 slots, `batch_first` (the fused copies with the batch's slots first, as the
 wrapper arranges them: positions.py) against `vllm_order` (the copies in
 vLLM's slot order: the padded block gathers its adapters' weights).
+Those sections apply one layer's four modules 30 times: their weights stay
+in the cache, so they compare the ops' arrangements and their fixed costs.
 Then `base_streamed`: 16 decode rows of one adapter against 16 of 16
-adapters (bf16), with the base model's 270 MB read between layers (untimed)
-as the engine reads them, so the adapters' weights come from memory and not
-from the cache the last round left them in; `ms_per_extra_adapter` is what
-each more adapter in a decode step costs.
+adapters (bf16), 30 layers each with weights of its own (198 MB for 16
+adapters) and the base model's 270 MB read between layers (untimed) as the
+engine reads them, so the adapters' weights come from memory as in the
+engine; `ms_per_extra_adapter` is what each more adapter in a decode step
+costs, and `gb_per_s_of_extra_adapters` the rate its bytes are read at.
 No engine: only the ops, so these are the steps' LoRA work, not their whole
 time. Results: bench/results/lora-step.json.
 
@@ -113,9 +117,9 @@ def side_settings(side: str) -> Iterator[None]:
         plans.long_run, plans.long_runs_apart, fused.ADDMM_ROWS = now
 
 
-def module_stacks(dtype: torch.dtype, slots: int = SLOTS) -> list[tuple]:
+def module_stacks(dtype: torch.dtype, slots: int = SLOTS, seed: int = 0) -> list[tuple]:
     """Each module's vLLM-style slot stacks (A, B) and output widths, random weights."""
-    gen, stacks = torch.Generator().manual_seed(0), []
+    gen, stacks = torch.Generator().manual_seed(seed), []
 
     def stack(*shape: int) -> torch.Tensor:
         return (0.01 * torch.randn(slots, 1, *shape, generator=gen)).to(dtype)
@@ -138,6 +142,15 @@ def fused_modules(stacks: list[tuple], dtype: torch.dtype, layout: Layout) -> li
         # model: they must outlive the lookups, or a new stack may reuse an id.
         modules.append((copy, slot_stack(a[0]).shape[2], sum(widths), a))
     return modules
+
+
+def own_layers(dtype: torch.dtype, layout: Layout) -> list[list[tuple]]:
+    """LAYERS layers of fused modules, each with weights of its own: 16 adapters'
+    are then 198 MB in bf16, read from memory as the engine reads them, where
+    one layer's modules applied LAYERS times stay in the cache."""
+    return [
+        fused_modules(module_stacks(dtype, seed=layer), dtype, layout) for layer in range(LAYERS)
+    ]
 
 
 def in_order(slots: int) -> Layout:
@@ -175,23 +188,25 @@ def summary(slots: list[int], built: dict[str, plans.Plan], times: dict[str, lis
 
 
 def step_ms(
-    modules: list[tuple],
+    layers: list[list[tuple]],
     plan: plans.Plan,
     rows: int,
     dtype: torch.dtype,
     base: torch.Tensor | None = None,
 ) -> float:
-    """One step: every layer's modules, each on its own input and output. With `base`
-    (`[LAYERS, bytes]`), one layer's worth of it is read before each layer, untimed,
-    as the engine reads the base model's weights between its LoRA ops."""
-    io = [(torch.randn(rows, i).to(dtype), torch.zeros(rows, w, dtype=dtype), copy)
-          for copy, i, w, _ in modules]  # fmt: skip
+    """One step: every layer's modules, each on its own input and output. `layers`
+    holds one list of modules per layer: one list LAYERS times (its weights stay
+    in the cache) or own_layers(). With `base` (`[LAYERS, bytes]`), one layer's
+    worth of it is read before each layer, untimed, as the engine reads the base
+    model's weights between its LoRA ops."""
+    io = [(torch.randn(rows, i).to(dtype), torch.zeros(rows, w, dtype=dtype))
+          for _, i, w, _ in layers[0]]  # fmt: skip
     total = 0.0
-    for layer in range(LAYERS):
+    for layer, modules in enumerate(layers):
         if base is not None:
             base[layer].max()
         started = time.perf_counter()
-        for x, y, copy in io:
+        for (x, y), (copy, *_) in zip(io, modules, strict=True):
             apply_fused(x, copy, y, plan, 2.0)
         total += time.perf_counter() - started
     return total * 1e3
@@ -200,12 +215,12 @@ def step_ms(
 def settings_step(modules, built: dict, rows: int, dtype: torch.dtype, side: str) -> float:
     """One step of `side`'s plan under `side`'s settings (SIDES)."""
     with side_settings(side):
-        return step_ms(modules, built[side], rows, dtype)
+        return step_ms([modules] * LAYERS, built[side], rows, dtype)
 
 
 def layout_step(modules: dict, built: dict, rows: int, dtype: torch.dtype, side: str) -> float:
     """One step of `side`'s copies and plan (measure_spread)."""
-    return step_ms(modules[side], built[side], rows, dtype)
+    return step_ms([modules[side]] * LAYERS, built[side], rows, dtype)
 
 
 def describe(plan: plans.Plan) -> str:
@@ -250,30 +265,44 @@ def measure_spread(dtype: torch.dtype, rounds: int) -> dict:
 
 
 def measure_base_streamed(rounds: int) -> dict:
-    """16 decode rows of one adapter against 16 of 16 adapters (bf16), with the base
-    model's 270 MB read between layers as in the engine, so that the adapters'
-    weights come from memory rather than from the cache the last round left them
-    in: the difference is what 15 more adapters' bytes cost a decode step."""
+    """16 decode rows of one adapter against 16 of 16 adapters (bf16), each of the
+    30 layers with weights of its own and the base model's 270 MB read between
+    layers as in the engine, so that the adapters' weights come from memory
+    rather than from the cache: the difference is what 15 more adapters' bytes
+    cost a decode step."""
     dtype = torch.bfloat16
-    modules = fused_modules(module_stacks(dtype), dtype, in_order(SLOTS))
+    layers = own_layers(dtype, in_order(SLOTS))
     base = torch.ones(LAYERS, BASE_BYTES // LAYERS // 2, dtype=torch.int16)
     batches = {"one_adapter_decode": [0] * SLOTS, "decode_16_distinct": list(range(SLOTS))}
     built = {batch: plans.build(torch.tensor(slots)) for batch, slots in batches.items()}
-    run = functools.partial(streamed_step, modules, built, SLOTS, dtype, base)
+    run = functools.partial(streamed_step, layers, built, SLOTS, dtype, base)
     run("one_adapter_decode")  # warm-up
     times = rotated(run, list(batches), rounds)
     medians = {batch: statistics.median(t) for batch, t in times.items()}
     extra = medians["decode_16_distinct"] - medians["one_adapter_decode"]
+    adapter_bytes = copy_bytes_per_adapter(layers)
     return {
         "base_bytes_read_per_step": BASE_BYTES,
+        "fused_bytes_per_adapter": adapter_bytes,
         "ms_per_step": {batch: spread_of(t) for batch, t in times.items()},
         "ms_per_extra_adapter": round(extra / (SLOTS - 1), 3),
+        "gb_per_s_of_extra_adapters": round(adapter_bytes * (SLOTS - 1) / extra / 1e6, 1),
     }
 
 
-def streamed_step(modules, built: dict, rows: int, dtype, base, batch: str) -> float:
+def copy_bytes_per_adapter(layers: list[list[tuple]]) -> int:
+    """The bytes one adapter's position holds in every module's fused copy."""
+    return sum(
+        tensor[0].numel() * tensor.element_size()
+        for modules in layers
+        for copy, *_ in modules
+        for tensor in (copy.a, *copy.b)
+    )
+
+
+def streamed_step(layers, built: dict, rows: int, dtype, base, batch: str) -> float:
     """One step of `batch`'s plan with the base's bytes read between layers."""
-    return step_ms(modules, built[batch], rows, dtype, base)
+    return step_ms(layers, built[batch], rows, dtype, base)
 
 
 def main() -> None:
