@@ -12,11 +12,7 @@ The inner width is padded with zeros to a multiple of 32 (packed.N_ALIGN).
 Where vLLM's AMX kernel can run the products (packed.py), the copy is kept
 in that kernel's layout: `a` is `[slots, inner, in]`, and `b` holds one
 `[slots, out_i, k]` stack per slice, each expand writing its column slice of
-the output straight from its columns of the shrunk rows. Padding A's rows
-to 32 would make a third of its bytes zeros at rank 16 (QKV's 48 rows, O's
-and down's 16), read in every decode step; so A's fan-in is cut into
-`split` parts laid side by side instead (`[slots, split * slices * k, in /
-split]`, shrink_split), and a shrink sums each row's parts (_shrink). A block-diagonal B
+the output straight from its columns of the shrunk rows. A block-diagonal B
 would take one product fewer per extra slice but read its zeros: at rank 16
 they were most of the bytes a 16-adapter decode step reads (block-diagonal
 QKV and gate/up, k padded to 32), and those reads were the step's LoRA cost.
@@ -67,27 +63,6 @@ def inner_width(slices: int, rank: int) -> int:
     return -(-slices * slice_k(rank) // amx.N_ALIGN) * amx.N_ALIGN
 
 
-MAX_SPLIT = 4
-"""A packed A's fan-in is cut into at most this many parts (shrink_split)."""
-
-
-def shrink_split(used: int, fan_in: int) -> int:
-    """Into how many parts the packed A's fan-in is cut so that it holds no padding.
-
-    The kernel's n (the shrink's output columns) must be a multiple of N_ALIGN;
-    `used` (slices × k) often is not: 48 for rank-16 QKV, 16 for O and down,
-    so a third of A's bytes were zeros, read in every decode step. With
-    `split` parts, A is `[split * used, fan_in / split]`, its parts side by
-    side, and each row's `split` parts of the fan-in meet every part of A:
-    row part q's products with A part q are summed (_shrink). 1 when `used`
-    is a multiple already, or when no cut of at most MAX_SPLIT parts fits (A is
-    then padded, as before)."""
-    for split in range(1, MAX_SPLIT + 1):
-        if split * used % amx.N_ALIGN == 0 and fan_in % (2 * split) == 0:
-            return split
-    return 1
-
-
 @dataclass
 class FusedCopy:
     """One module's fused copy of its slot stacks (layouts: the module docstring)."""
@@ -97,7 +72,6 @@ class FusedCopy:
     packed: bool
     widths: tuple[int, ...]  # each slice's output width
     k: int  # each slice's columns in the shrunk rows (slice_k)
-    split: int = 1  # packed: parts A's fan-in is cut into (shrink_split)
     versions: tuple[int, ...] = ()
     layout: Layout | None = None  # the layout the copy was last brought in line with
     ids: list[int | None] = field(default_factory=list)  # the adapter id at each position
@@ -109,11 +83,6 @@ class FusedCopy:
     @property
     def width(self) -> int:
         return sum(self.widths)
-
-    @property
-    def used(self) -> int:
-        """The shrunk rows' columns that hold the slices' ranks: slices × k."""
-        return len(self.widths) * self.k
 
 
 class FusedWeights:
@@ -171,21 +140,17 @@ def changed_slots(
 def _empty(a_stacked, widths: tuple[int, ...], dtype: torch.dtype) -> FusedCopy:
     slots, rank, fan_in = slot_stack(a_stacked[0]).shape
     k = slice_k(rank)
-    split = shrink_split(len(widths) * k, fan_in)
-    rows = split * len(widths) * k if split > 1 else inner_width(len(widths), rank)
-    packed = amx.usable(dtype, fan_in // split, rows) and all(
-        amx.usable(dtype, k, w) for w in widths
-    )
+    inner = inner_width(len(widths), rank)
+    packed = amx.usable(dtype, fan_in, inner) and all(amx.usable(dtype, k, w) for w in widths)
     # Uninitialised: _fill writes a whole slot, and until then no row reads it
     # (a padded block's rows for an absent slot are computed and dropped). The
     # pages of slots never filled are never touched, so they cost no memory.
     if packed:
-        a = torch.empty(slots, rows, fan_in // split, dtype=dtype)
+        a = torch.empty(slots, inner, fan_in, dtype=dtype)
         b = tuple(torch.empty(slots, width, k, dtype=dtype) for width in widths)
-        return FusedCopy(a, b, packed, widths, k, split, ids=[None] * slots, sources=[None] * slots)
-    inner = inner_width(len(widths), rank)
-    a = torch.empty(slots, fan_in, inner, dtype=dtype)
-    b = (torch.empty(slots, inner, sum(widths), dtype=dtype),)
+    else:
+        a = torch.empty(slots, fan_in, inner, dtype=dtype)
+        b = (torch.empty(slots, inner, sum(widths), dtype=dtype),)
     return FusedCopy(a, b, packed, widths, k, ids=[None] * slots, sources=[None] * slots)
 
 
@@ -201,10 +166,7 @@ def _fill(copy: FusedCopy, position: int, slot: int, a_stacked, b_stacked) -> No
         # The adapter and the model may pad widths differently (as in vLLM's ops).
         used = min(width, b_i.shape[0])
         if copy.packed:
-            part = a_i.shape[1] // copy.split
-            for q in range(copy.split):
-                rows_of_part = a_i[:, q * part : (q + 1) * part]
-                amx.write_rows(copy.a[position], q * copy.used + i * k, rows_of_part)
+            amx.write_rows(copy.a[position], i * k, a_i)
             b_rows = b_i[:used] if rank == k else torch.nn.functional.pad(b_i[:used], (0, k - rank))
             amx.write_rows(copy.b[i][position], 0, b_rows)
         else:
@@ -229,51 +191,34 @@ def apply_fused(
 
 
 def _apply_packed(x, copy: FusedCopy, target, plan: Plan, scale: float) -> None:
+    inner = copy.a.shape[1]
     if plan.kind == "padded":
         n_slots, max_rows = plan.block_slots, plan.max_rows
         block = x.index_select(0, plan.pad_sources).view(n_slots, max_rows, -1)
-        shrunk = _shrink(amx.bmm, block, plan.block_weights(copy.a), copy)
+        shrunk = x.new_empty(n_slots, max_rows, inner)
+        amx.bmm(shrunk, block, plan.block_weights(copy.a))
         out = x.new_empty(n_slots * max_rows, copy.width)
         _expand(amx.bmm, out.view(n_slots, max_rows, -1), shrunk, copy, plan.block_weights)
         _add_block_rows(target, out, plan, scale)
     elif plan.kind == "sorted":
         # Rows packed by slot, one shrink and the expands per slot (no weight copies).
         rows = x.index_select(0, plan.rows)
+        shrunk = x.new_empty(rows.shape[0], inner)
         out = x.new_empty(rows.shape[0], copy.width)
         for slot, (start, end) in zip(plan.slot_list, plan.bounds, strict=True):
-            shrunk = _shrink(amx.linear, rows[start:end], copy.a[slot], copy)
+            amx.linear(shrunk[start:end], rows[start:end], copy.a[slot])
             part = out[start:end]
-            _expand(amx.linear, part, shrunk, copy, lambda stack, slot=slot: stack[slot])
+            _expand(amx.linear, part, shrunk[start:end], copy, lambda stack, slot=slot: stack[slot])
         target.index_add_(0, plan.rows, out, alpha=scale)
     for position, start, end in plan.runs:
-        shrunk = _shrink(amx.linear, x[start:end], copy.a[position], copy)
+        shrunk = x.new_empty(end - start, inner)
+        amx.linear(shrunk, x[start:end], copy.a[position])
         if end - start >= ADDMM_ROWS and copy.vllm_b is not None:
             _add_expands(target[start:end], shrunk, copy, copy.sources[position], scale)
             continue
         out = x.new_empty(end - start, copy.width)
         _expand(amx.linear, out, shrunk, copy, lambda stack, p=position: stack[p])
         target[start:end].add_(out, alpha=scale)
-
-
-def _shrink(product, x: torch.Tensor, a: torch.Tensor, copy: FusedCopy) -> torch.Tensor:
-    """`x @ A.T` for the packed A `a` (one matrix with amx.linear, a stack with
-    amx.bmm): `[..., rows, in]` to the shrunk rows, `[..., rows, width]`, whose
-    first `copy.used` columns hold the slices' ranks. `x` is contiguous."""
-    *lead, rows, fan_in = x.shape
-    split = copy.split
-    parts = x.new_empty(*lead, rows * split, a.shape[-2])
-    product(parts, x.view(*lead, rows * split, fan_in // split), a)
-    if split == 1:
-        return parts
-    # Row r * split + q of `parts` is part q of row r against every part of A:
-    # its own part's products are its columns q * used.., and their sum over q
-    # is row r's shrink. (Adds, not a sum over a strided dim: 3x faster on a
-    # prompt's rows, as fast on a decode step's.)
-    used, by_part = copy.used, parts.view(*lead, rows, split, split * copy.used)
-    shrunk = torch.add(by_part[..., 0, :used], by_part[..., 1, used : 2 * used])
-    for q in range(2, split):
-        shrunk.add_(by_part[..., q, q * used : (q + 1) * used])
-    return shrunk
 
 
 def _add_block_rows(target, out, plan: Plan, scale: float) -> None:
