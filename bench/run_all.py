@@ -17,6 +17,8 @@ RUNS = [
     ["bench.bench_store"],
     ["bench.bench_cpu_lora_ops"],
     ["bench.bench_adapter_cost"],
+    ["bench.bench_lora_step"],
+    ["bench.bench_decode_step"],
     ["bench.bench_serve", "--model", "tiny"],
     ["bench.bench_serve", "--model", "smollm2-135m-instruct"],
     ["bench.bench_parity"],
